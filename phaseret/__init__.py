@@ -1,0 +1,26 @@
+"""phaseret: teacher-student experiments with gradient-descent algorithms.
+
+Phase retrieval and the symmetric door, single-layer and committee students,
+explicit gradients and Hessians in NumPy/Numba. The contract is SPEC.md.
+"""
+
+__version__ = "0.1.0"
+
+from . import sphere
+from .data import Dataset, initial_weights, make_dataset, teacher
+from .metrics import overlap, population_error, unit_overlaps
+from .models import MODELS, Model
+
+__all__ = [
+    "__version__",
+    "Dataset",
+    "MODELS",
+    "Model",
+    "initial_weights",
+    "make_dataset",
+    "overlap",
+    "population_error",
+    "sphere",
+    "teacher",
+    "unit_overlaps",
+]

@@ -1,0 +1,128 @@
+"""Numba kernels of the one derivative formula of SPEC 2, shared by every model.
+
+A model is an activation ``g`` (training), an evaluation activation and a
+per-sample loss ``l(s)`` of the committee score
+
+    s_mu = (1/d) sum_k g(lambda_mu_k) - K_hat,        Lambda = X W^T  (n, d).
+
+The kernels below run the per-sample part over the rows of ``Lambda``; the
+matrix products with ``X`` stay in NumPy (BLAS). In NumPy terms:
+
+    D   = l'(s)[:, None] * g'(Lambda) / d                      (n, d)  -> grad = D^T X
+    A   = g'(Lambda),  c = l''(s) / d^2,  B = l'(s)[:, None] * g''(Lambda) / d
+          -> Hessian block (k, l) = X^T diag(c A_k A_l + delta_kl B_k) X
+
+Activation and loss are chosen by the integer codes below, so one compiled
+loop serves all four models.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+# Activation codes (training activation g and evaluation activation).
+SQUARE = 0  # g = lambda^2
+SMOOTH_ABS = 1  # g = sqrt(lambda^2 + eps)
+ABS = 2  # g = |lambda| (evaluation only)
+
+# Loss codes.
+SQUARED = 0  # l = (s - t)^2 / 2
+LOGISTIC = 1  # l = log(1 + exp(-t s))
+
+
+@njit(cache=True)
+def activation(kind, lam, eps):
+    """``(g, g', g'')`` at ``lam``: ``lambda^2 -> (l^2, 2l, 2)``; smooth abs ``-> (r, l/r, eps/r^3)``, ``r = sqrt(l^2+eps)``."""
+    if kind == SQUARE:
+        return lam * lam, 2.0 * lam, 2.0
+    if kind == SMOOTH_ABS:
+        r = math.sqrt(lam * lam + eps)
+        return r, lam / r, eps / (r * r * r)
+    return abs(lam), 0.0, 0.0
+
+
+@njit(cache=True)
+def _softplus(x):
+    """``log(1 + exp(x))`` without overflow."""
+    if x > 0.0:
+        return x + math.log1p(math.exp(-x))
+    return math.log1p(math.exp(x))
+
+
+@njit(cache=True)
+def _sigmoid(x):
+    """``1 / (1 + exp(-x))`` without overflow."""
+    if x >= 0.0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+@njit(cache=True)
+def loss_terms(kind, s, t):
+    """``(l, l', l'')`` at score ``s``, target ``t``: squared ``(r^2/2, r, 1)``, ``r = s - t``;
+    logistic ``(softplus(-ts), -t sigma(-ts), sigma(ts) sigma(-ts))``."""
+    if kind == SQUARED:
+        r = s - t
+        return 0.5 * r * r, r, 1.0
+    m = t * s
+    return _softplus(-m), -t * _sigmoid(-m), _sigmoid(m) * _sigmoid(-m)
+
+
+@njit(cache=True)
+def loss_and_backward(Lam, t, act, loss, eps, k_hat):
+    """Summed loss and ``D = dl/dLambda`` (n, d) for pre-activations ``Lam`` (n, d), targets ``t`` (n,)."""
+    n, d = Lam.shape
+    D = np.empty_like(Lam)
+    total = 0.0
+    for mu in range(n):
+        s = 0.0
+        for k in range(d):
+            g, g1, _ = activation(act, Lam[mu, k], eps)
+            s += g
+            D[mu, k] = g1
+        s = s / d - k_hat
+        l, l1, _ = loss_terms(loss, s, t[mu])
+        total += l
+        for k in range(d):
+            D[mu, k] *= l1 / d
+    return total, D
+
+
+@njit(cache=True)
+def curvature(Lam, t, act, loss, eps, k_hat):
+    """Per-sample Hessian factors ``A = g'`` (n, d), ``c = l''/d^2`` (n,), ``B = l' g''/d`` (n, d)."""
+    n, d = Lam.shape
+    A = np.empty_like(Lam)
+    B = np.empty_like(Lam)
+    c = np.empty(n, dtype=Lam.dtype)
+    for mu in range(n):
+        s = 0.0
+        for k in range(d):
+            g, g1, g2 = activation(act, Lam[mu, k], eps)
+            s += g
+            A[mu, k] = g1
+            B[mu, k] = g2
+        s = s / d - k_hat
+        _, l1, l2 = loss_terms(loss, s, t[mu])
+        c[mu] = l2 / (d * d)
+        for k in range(d):
+            B[mu, k] *= l1 / d
+    return A, c, B
+
+
+@njit(cache=True)
+def scores(Lam, act, eps, k_hat):
+    """Scores ``s`` (n,) of pre-activations ``Lam`` (n, d) under activation code ``act``."""
+    n, d = Lam.shape
+    out = np.empty(n, dtype=Lam.dtype)
+    for mu in range(n):
+        s = 0.0
+        for k in range(d):
+            g, _, _ = activation(act, Lam[mu, k], eps)
+            s += g
+        out[mu] = s / d - k_hat
+    return out

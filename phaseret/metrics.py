@@ -1,0 +1,45 @@
+"""Population error and overlaps (SPEC 3); sampled errors are ``Model.error``.
+
+With ``Q = |w*|^2/p``, ``q_kl = w_k . w_l / p`` and ``m_k = w_k . w* / p``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _as_units(W: np.ndarray, w_star: np.ndarray) -> np.ndarray:
+    """``W`` as (d, p), checked against the teacher's length."""
+    W = np.atleast_2d(np.asarray(W, dtype=float))
+    w_star = np.asarray(w_star)
+    if W.ndim != 2 or w_star.ndim != 1 or W.shape[1] != w_star.shape[0]:
+        raise ValueError(f"W: expected shape (d, p={w_star.shape[-1]}) or (p,), got {np.shape(W)}")
+    return W
+
+
+def population_error(W: np.ndarray, w_star: np.ndarray) -> float:
+    """Exact population error of ``pr-quadratic``: ``0.5 (E[s^2] - 2 E[s z^2] + E[z^4])``, x ~ N(0, I/p).
+
+    ``E[z^4] = 3 Q^2``, ``E[s z^2] = (1/d) sum_k (Q q_kk + 2 m_k^2)``,
+    ``E[s^2] = (1/d^2) sum_kl (q_kk q_ll + 2 q_kl^2)``.
+    """
+    W = _as_units(W, w_star)
+    d, p = W.shape
+    Q = float(w_star @ w_star) / p
+    q = W @ W.T / p
+    m = W @ w_star / p
+    q_diag = np.diag(q)
+    e_s2 = (np.sum(np.outer(q_diag, q_diag)) + 2.0 * np.sum(q * q)) / d**2
+    e_sz2 = np.sum(Q * q_diag + 2.0 * m * m) / d
+    return float(0.5 * (e_s2 - 2.0 * e_sz2 + 3.0 * Q * Q))
+
+
+def unit_overlaps(W: np.ndarray, w_star: np.ndarray) -> np.ndarray:
+    """Per-unit overlaps ``|m_k| / sqrt(q_kk Q)``, shape (d,), in [0, 1]."""
+    W = _as_units(W, w_star)
+    return np.abs(W @ w_star) / (np.linalg.norm(W, axis=1) * np.linalg.norm(w_star))
+
+
+def overlap(W: np.ndarray, w_star: np.ndarray) -> float:
+    """Scalar overlap of a student: the largest per-unit overlap (the magnetization for d = 1)."""
+    return float(np.max(unit_overlaps(W, w_star)))
