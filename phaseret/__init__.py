@@ -10,12 +10,16 @@ from . import sphere
 from .data import Dataset, initial_weights, make_dataset, teacher
 from .metrics import overlap, population_error, unit_overlaps
 from .models import MODELS, Model
+from .training import RunResult, epoch_grid, train
 
 __all__ = [
     "__version__",
     "Dataset",
     "MODELS",
     "Model",
+    "RunResult",
+    "epoch_grid",
+    "train",
     "initial_weights",
     "make_dataset",
     "overlap",

@@ -31,7 +31,8 @@ def population_error(W: np.ndarray, w_star: np.ndarray) -> float:
     q_diag = np.diag(q)
     e_s2 = (np.sum(np.outer(q_diag, q_diag)) + 2.0 * np.sum(q * q)) / d**2
     e_sz2 = np.sum(Q * q_diag + 2.0 * m * m) / d
-    return float(0.5 * (e_s2 - 2.0 * e_sz2 + 3.0 * Q * Q))
+    # Non-negative by construction; clip the rounding of the cancellation near the teacher.
+    return max(0.0, float(0.5 * (e_s2 - 2.0 * e_sz2 + 3.0 * Q * Q)))
 
 
 def unit_overlaps(W: np.ndarray, w_star: np.ndarray) -> np.ndarray:

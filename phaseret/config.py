@@ -1,0 +1,273 @@
+"""The keys of one run (SPEC 10): names, types, defaults, and their validation.
+
+A study cell and a direct ``phaseret.train(...)`` call are the same thing: the
+keyword names are the study file's run keys plus its optimizer keys. Every
+field is checked before any computation; a bad one raises ``ValueError``
+whose message starts with the field's name.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from .data import DEFAULT_K, LANDSCAPES, TEACHERS, n_samples
+from .models import MODELS
+
+ALGORITHMS = ("gd", "sgd", "p-sgd", "langevin")
+UPDATES = ("plain", "heavy-ball", "nesterov", "adam")
+NOISES = ("matched", "temperature")
+REFERENCE_ALGORITHMS = ("p-sgd", "sgd")
+#: Values SPEC 10 names that later parts of phaseret implement; refused until then.
+NOT_YET = {
+    "algorithm": ("gamp", "spectral"),
+    "init": ("spectral",),
+    "dtype": ("float32",),
+    "backend": ("cuda", "auto"),
+}
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Stopping thresholds of SPEC 6 and the success threshold."""
+
+    train_error: float = 1e-8
+    test_error: float = 1e-3
+    grad_ema: float = 5e-10
+    grad_measure: str = "tangent"
+    success: float = 5e-3
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One cell: the run keys and optimizer keys of SPEC 10 with their defaults."""
+
+    alpha: float
+    model: str = "pr-quadratic"
+    p: int = 1024
+    hidden: int = 1
+    seed: int = 0
+    study_seed: int = 0
+    landscape: str = "per-seed"
+    max_epochs: int = 100_000
+    n_test: int | None = None  # None: n_test = p
+    teacher: str = "sphere"
+    K: float = DEFAULT_K
+    loss_eps: float = 1e-8
+    init: str = "random"
+    projection: bool = True
+    dtype: str = "float64"
+    backend: str = "cpu"
+    stop: Stop = field(default_factory=Stop)
+    algorithm: str = "gd"
+    update: str = "plain"
+    momentum: float = 0.9
+    lr: float = 0.005
+    lr_scaling: str = "none"
+    batch_fraction: float = 0.5
+    tau: float = 2.0
+    adam_eps: float = 1e-8
+    noise: str | None = None
+    reference: dict | None = None
+    T0: float | None = None
+    t_cool: int | None = None
+    damping: float = 0.0
+    label: str | None = None
+
+    @property
+    def step_size(self) -> float:
+        """``eta = lr``, or ``lr * d`` with ``lr_scaling = "hidden"`` (SPEC 5)."""
+        return self.lr * self.hidden if self.lr_scaling == "hidden" else self.lr
+
+    @property
+    def test_size(self) -> int:
+        return self.p if self.n_test is None else self.n_test
+
+    @property
+    def optimizer_label(self) -> str:
+        """A readable label such as ``p-sgd+nesterov`` unless ``label`` is given."""
+        if self.label is not None:
+            return self.label
+        return self.algorithm if self.update == "plain" else f"{self.algorithm}+{self.update}"
+
+    def to_dict(self) -> dict:
+        """Plain-data form (JSON-ready)."""
+        return asdict(self)
+
+
+_INT, _FLOAT, _STR, _BOOL, _DICT = "an integer", "a number", "a string", "a boolean", "a table"
+
+
+def _is(kind: str, value) -> bool:
+    if kind == _INT:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == _FLOAT:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == _STR:
+        return isinstance(value, str)
+    if kind == _BOOL:
+        return isinstance(value, bool)
+    return isinstance(value, dict)
+
+
+def _positive(v):
+    return None if math.isfinite(v) and v > 0 else "must be a finite number > 0"
+
+
+def _at_least(low):
+    return lambda v: None if v >= low else f"must be >= {low}"
+
+
+def _one_of(choices):
+    def check(v):
+        if v in choices:
+            return None
+        return f"unknown value; expected one of {', '.join(choices)}"
+
+    return check
+
+
+def _no_check(_):
+    return None
+
+
+#: key -> (type, check of the value alone); checks that involve two keys live in ``validate``.
+_RUN_KEYS = {
+    "alpha": (_FLOAT, _positive),
+    "model": (_STR, _one_of(tuple(MODELS))),
+    "p": (_INT, _at_least(2)),
+    "hidden": (_INT, _at_least(1)),
+    "seed": (_INT, _at_least(0)),
+    "study_seed": (_INT, _at_least(0)),
+    "landscape": (_STR, _one_of(LANDSCAPES)),
+    "max_epochs": (_INT, _at_least(1)),
+    "n_test": (_INT, _at_least(1)),
+    "teacher": (_STR, _one_of(TEACHERS)),
+    "K": (_FLOAT, _positive),
+    "loss_eps": (_FLOAT, _positive),
+    "init": (_STR, _one_of(("random", "spectral"))),
+    "projection": (_BOOL, _no_check),
+    "dtype": (_STR, _one_of(("float64", "float32"))),
+    "backend": (_STR, _one_of(("cpu", "cuda", "auto"))),
+    "stop": (_DICT, _no_check),
+}
+_OPTIMIZER_KEYS = {
+    "algorithm": (_STR, _one_of(ALGORITHMS + NOT_YET["algorithm"])),
+    "update": (_STR, _one_of(UPDATES)),
+    "momentum": (_FLOAT, lambda v: None if 0 <= v < 1 else "must lie in [0, 1)"),
+    "lr": (_FLOAT, _positive),
+    "lr_scaling": (_STR, _one_of(("none", "hidden"))),
+    "batch_fraction": (_FLOAT, lambda v: None if 0 < v <= 1 else "must lie in (0, 1]"),
+    "tau": (_FLOAT, _positive),
+    "adam_eps": (_FLOAT, _positive),
+    "noise": (_STR, _one_of(NOISES)),
+    "reference": (_DICT, _no_check),
+    "T0": (_FLOAT, lambda v: None if math.isfinite(v) and v >= 0 else "must be a finite number >= 0"),
+    "t_cool": (_INT, _at_least(0)),
+    "damping": (_FLOAT, lambda v: None if 0 <= v < 1 else "must lie in [0, 1)"),
+    "label": (_STR, lambda v: None if v.strip() else "must not be empty"),
+}
+_STOP_KEYS = {
+    "train_error": (_FLOAT, _at_least(0)),
+    "test_error": (_FLOAT, _at_least(0)),
+    "grad_ema": (_FLOAT, _at_least(0)),
+    "grad_measure": (_STR, _one_of(("tangent", "raw"))),
+    "success": (_FLOAT, _positive),
+}
+#: Keys a matched-noise reference may set: its batch rule and update.
+_REFERENCE_KEYS = ("algorithm", "update", "momentum", "lr", "lr_scaling", "batch_fraction", "tau", "adam_eps")
+
+RUN_KEYS = tuple(_RUN_KEYS)
+OPTIMIZER_KEYS = tuple(_OPTIMIZER_KEYS)
+
+
+def _check_table(values: dict, table: dict, where: str = "") -> None:
+    for key, value in values.items():
+        if key not in table:
+            raise ValueError(f"{where}{key}: unknown key; expected one of {', '.join(table)}")
+        kind, check = table[key]
+        if not _is(kind, value):
+            raise ValueError(f"{where}{key}: must be {kind}, got {value!r} ({type(value).__name__})")
+        reason = check(value)
+        if reason:
+            raise ValueError(f"{where}{key}: {reason}, got {value!r}")
+
+
+def validate(**keys) -> RunConfig:
+    """Check every key of one run and return its ``RunConfig``; raise ``ValueError`` naming the field."""
+    if "alpha" not in keys:
+        raise ValueError("alpha: required (the sample ratio n/p)")
+    _check_table(keys, {**_RUN_KEYS, **_OPTIMIZER_KEYS})
+    _check_table(keys.get("stop", {}), _STOP_KEYS, "stop.")
+    for key, refused in NOT_YET.items():
+        if keys.get(key) in refused:
+            raise ValueError(f"{key}: {keys[key]!r} is not available yet in this version of phaseret")
+    table = {**_RUN_KEYS, **_OPTIMIZER_KEYS, **_STOP_KEYS}
+    as_typed = {k: float(v) if table[k][0] == _FLOAT else v for k, v in keys.items() if k != "stop"}
+    stop = Stop(**{k: float(v) if table[k][0] == _FLOAT else v for k, v in keys.get("stop", {}).items()})
+    config = RunConfig(**as_typed, stop=stop)
+    _check_combinations(config)
+    return config
+
+
+def _check_combinations(c: RunConfig) -> None:
+    """Checks that involve more than one key."""
+    n = n_samples(c.alpha, c.p)
+    if n < 1:
+        raise ValueError(f"alpha: floor(alpha p) = {n} training samples; need at least 1")
+    if c.algorithm == "sgd" and int(c.batch_fraction * n) < 1:
+        raise ValueError(f"batch_fraction: floor(b n) = 0 samples at n = {n}; need b n >= 1")
+    if c.algorithm == "p-sgd":
+        check_flip_probabilities(c.lr, c.batch_fraction, c.tau)
+    if c.algorithm == "langevin":
+        _check_langevin(c)
+    else:
+        for key in ("noise", "reference", "T0", "t_cool"):
+            if getattr(c, key) is not None:
+                raise ValueError(f"{key}: only Langevin runs take it (algorithm = {c.algorithm!r})")
+
+
+def check_flip_probabilities(lr: float, b: float, tau: float, where: str = "") -> None:
+    """P-SGD's per-step flips ``eta/tau`` (out -> in) and ``(1-b) eta / (b tau)`` (in -> out) must be <= 1."""
+    into, out_of = lr / tau, (1 - b) * lr / (b * tau)
+    if into > 1 or out_of > 1:
+        raise ValueError(
+            f"{where}lr, tau, batch_fraction: P-SGD flip probabilities lr/tau = {into:g} and "
+            f"(1-b) lr/(b tau) = {out_of:g} must both be <= 1 (SPEC 4)"
+        )
+
+
+def _check_langevin(c: RunConfig) -> None:
+    if c.noise is None:
+        raise ValueError("noise: Langevin needs a noise source, 'matched' (with reference) or 'temperature' (with T0, t_cool)")
+    if c.noise == "temperature":
+        for key in ("T0", "t_cool"):
+            if getattr(c, key) is None:
+                raise ValueError(f"{key}: required by noise = 'temperature'")
+        if c.reference is not None:
+            raise ValueError("reference: only noise = 'matched' takes a reference run")
+        return
+    if c.reference is None:
+        raise ValueError("reference: noise = 'matched' needs a reference run, e.g. {algorithm = 'p-sgd'}")
+    for key in ("T0", "t_cool"):
+        if getattr(c, key) is not None:
+            raise ValueError(f"{key}: only noise = 'temperature' takes it")
+    ref = c.reference
+    _check_table(ref, {k: _OPTIMIZER_KEYS[k] for k in _REFERENCE_KEYS}, "reference.")
+    if ref.get("algorithm") not in REFERENCE_ALGORITHMS:
+        raise ValueError(f"reference.algorithm: must be one of {', '.join(REFERENCE_ALGORITHMS)}, got {ref.get('algorithm')!r}")
+    try:
+        reference_config(c)  # the reference itself must be a valid run
+    except ValueError as error:
+        raise ValueError(f"reference.{error}") from None
+
+
+def reference_config(c: RunConfig) -> RunConfig:
+    """The matched-noise reference of a Langevin cell (SPEC 5): same cell and budget, its own batch
+    rule; update, momentum and lr default to the Langevin run's own (the thesis paired LD+heavy-ball
+    with P-SGD+heavy-ball); no test-error stop, so the record lasts the whole budget."""
+    langevin_only = ("noise", "reference", "T0", "t_cool", "label")
+    keys = {k: v for k, v in c.to_dict().items() if v is not None and k not in langevin_only}
+    keys.update(c.reference)
+    keys["stop"] = {**keys["stop"], "test_error": 0.0}
+    return validate(**keys)

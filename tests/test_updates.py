@@ -1,0 +1,97 @@
+"""Update rules: hand-computed steps, equivalences, Adam against the paper."""
+
+import numpy as np
+import pytest
+
+from phaseret import updates
+
+G1, G2 = np.array([1.0, 2.0]), np.array([3.0, -1.0])
+ETA, GAMMA = 0.1, 0.5
+
+
+def two_steps(rule):
+    state = rule.init(np.zeros(2))
+    d1, state = rule.step(G1, state, ETA)
+    d2, state = rule.step(G2, state, ETA)
+    return d1, d2
+
+
+def test_plain_by_hand():
+    d1, d2 = two_steps(updates.plain())
+    np.testing.assert_allclose(d1, [-0.1, -0.2])
+    np.testing.assert_allclose(d2, [-0.3, 0.1])
+
+
+def test_heavy_ball_by_hand():
+    # v1 = g1 = (1, 2); v2 = 0.5 v1 + g2 = (3.5, 0).
+    d1, d2 = two_steps(updates.rule("heavy-ball", GAMMA))
+    np.testing.assert_allclose(d1, [-0.1, -0.2])
+    np.testing.assert_allclose(d2, [-0.35, 0.0])
+
+
+def test_nesterov_by_hand():
+    # delta = -eta (g + gamma v): -0.1 (1.5, 3), then -0.1 ((3, -1) + 0.5 (3.5, 0)).
+    d1, d2 = two_steps(updates.rule("nesterov", GAMMA))
+    np.testing.assert_allclose(d1, [-0.15, -0.3])
+    np.testing.assert_allclose(d2, [-0.475, 0.1])
+
+
+def test_adam_by_hand_first_step_is_sign_like():
+    d1, _ = two_steps(updates.rule("adam"))
+    # Bias correction makes m_hat = g, v_hat = g^2 on step 1: delta = -eta g / (|g| + eps).
+    np.testing.assert_allclose(d1, [-0.1, -0.1], rtol=1e-7)
+
+
+def test_momentum_zero_is_plain():
+    rng = np.random.default_rng(0)
+    gs = rng.standard_normal((5, 3, 4))
+    for update in ("heavy-ball", "nesterov"):
+        rule, reference = updates.rule(update, 0.0), updates.plain()
+        s, r = rule.init(gs[0]), reference.init(gs[0])
+        for g in gs:
+            d, s = rule.step(g, s, ETA)
+            e, r = reference.step(g, r, ETA)
+            np.testing.assert_array_equal(d, e)
+
+
+def test_nesterov_is_heavy_ball_plus_a_look_ahead():
+    """Both keep v <- gamma v + g; heavy ball steps along v, Nesterov along g + gamma v (SPEC 5)."""
+    rng = np.random.default_rng(1)
+    hb, nag = updates.rule("heavy-ball", 0.9), updates.rule("nesterov", 0.9)
+    s_hb, s_nag = hb.init(np.zeros(4)), nag.init(np.zeros(4))
+    for g in rng.standard_normal((6, 4)):
+        d_hb, s_hb = hb.step(g, s_hb, ETA)
+        d_nag, s_nag = nag.step(g, s_nag, ETA)
+        (v,) = s_hb
+        np.testing.assert_array_equal(s_nag[0], v)
+        np.testing.assert_allclose(d_hb, -ETA * v)
+        np.testing.assert_allclose(d_nag, -ETA * (g + 0.9 * v))
+        assert not np.allclose(d_hb, d_nag)
+
+
+def adam_from_the_paper(gradients, alpha, beta1=0.9, beta2=0.999, eps=1e-8):
+    """Kingma & Ba (2015), Algorithm 1, transcribed line by line."""
+    theta = np.zeros_like(gradients[0])
+    m = np.zeros_like(theta)
+    v = np.zeros_like(theta)
+    t = 0
+    for g in gradients:
+        t = t + 1
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g**2
+        m_hat = m / (1 - beta1**t)
+        v_hat = v / (1 - beta2**t)
+        theta = theta - alpha * m_hat / (np.sqrt(v_hat) + eps)
+    return theta
+
+
+@pytest.mark.parametrize("eps", [1e-8, 1e-3])
+def test_adam_matches_the_paper(eps):
+    rng = np.random.default_rng(2)
+    gradients = rng.standard_normal((50, 7)) * np.logspace(-3, 1, 7)
+    rule = updates.rule("adam", adam_eps=eps)
+    W, state = np.zeros(7), rule.init(np.zeros(7))
+    for g in gradients:
+        delta, state = rule.step(g, state, 0.01)
+        W = W + delta
+    np.testing.assert_allclose(W, adam_from_the_paper(gradients, 0.01, eps=eps), rtol=1e-12)
