@@ -1,0 +1,89 @@
+"""The ``phaseret`` command: run a study, show its state, draw its figures."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .runner import SlurmOptions, cell_states, load_folder, run_study
+from .study import load_study
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        return args.command(args)
+    except ValueError as error:
+        print(f"phaseret: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
+    study = load_study(args.study, args.scale)  # the whole file is validated before any work
+    if args.workers < 1:
+        raise ValueError(f"--workers: must be >= 1, got {args.workers}")
+    out = Path(args.out) if args.out else Path("results") / (study.name if args.scale == "quick" else f"{study.name}_{args.scale}")
+    slurm = None
+    if args.slurm:
+        slurm = SlurmOptions(args.slurm_queue, args.slurm_walltime, args.slurm_cores, args.slurm_memory, args.slurm_jobs)
+    history = f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} phaseret {shlex.join(sys.argv[1:])}"
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with logging_redirect_tqdm():
+        path = run_study(study, out, workers=args.workers, scheduler=args.scheduler, slurm=slurm,
+                         progress=not args.no_progress, history=history)
+    print(f"dataset: {path}")
+    return 0
+
+
+def _status(args) -> int:
+    study = load_folder(Path(args.dir))
+    states = cell_states(study, Path(args.dir))
+    print(f"{study.name} ({study.scale}): {len(states['done'])} done, {len(states['failed'])} failed, "
+          f"{len(states['pending'])} pending of {len(study.cells)} cells")
+    for state in ("failed", "pending"):
+        for name in states[state]:
+            print(f"  {state}: {name}")
+    return 0
+
+
+def _plot(args) -> int:
+    from .plots import plot_folder
+
+    for path in plot_folder(Path(args.dir)):
+        print(path)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="phaseret", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run a study file (resumes where it stopped)")
+    run.add_argument("study", help="the study's TOML file")
+    run.add_argument("--scale", default="full", help="full (the file's own values) or a [scale.NAME] table, e.g. quick")
+    run.add_argument("--out", help="results folder (default results/NAME for --scale quick, results/NAME_SCALE otherwise)")
+    run.add_argument("--workers", type=int, default=1, help="1: in-process; N: a local Dask cluster of N single-threaded workers")
+    run.add_argument("--scheduler", help="address of an existing Dask scheduler, e.g. tcp://HOST:8786")
+    run.add_argument("--slurm", action="store_true", help="start Dask workers as SLURM jobs (dask-jobqueue)")
+    run.add_argument("--slurm-queue", help="SLURM partition")
+    run.add_argument("--slurm-walltime", default="01:00:00", help="walltime of each job")
+    run.add_argument("--slurm-cores", type=int, default=1, help="cores (= single-threaded workers) per job")
+    run.add_argument("--slurm-memory", default="4GB", help="memory per job")
+    run.add_argument("--slurm-jobs", type=int, default=1, help="number of jobs")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    run.set_defaults(command=_run)
+
+    status = commands.add_parser("status", help="list done / failed / pending cells of a results folder")
+    status.add_argument("dir")
+    status.set_defaults(command=_status)
+
+    plot = commands.add_parser("plot", help="draw a results folder's figures into it (PNG and PDF)")
+    plot.add_argument("dir")
+    plot.set_defaults(command=_plot)
+    return parser

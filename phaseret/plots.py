@@ -1,0 +1,123 @@
+"""Figures of a study (PNG and PDF): success probability, final test error, trajectories.
+
+Axis labels come from the dataset's CF attributes. Dimensions other than
+``alpha``, ``seed`` and ``epoch`` (``optimizer``, and ``p`` or ``hidden`` when
+varied) become one line each.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+from matplotlib.figure import Figure
+
+FORMATS = ("png", "pdf")
+
+
+def wilson_interval(successes: np.ndarray, trials: np.ndarray, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
+    """95% Wilson score interval ``(low, high)`` of a binomial proportion (NaN where trials = 0)."""
+    successes, trials = np.asarray(successes, float), np.asarray(trials, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = successes / trials
+        denominator = 1 + z**2 / trials
+        centre = (share + z**2 / (2 * trials)) / denominator
+        half = z / denominator * np.sqrt(share * (1 - share) / trials + z**2 / (4 * trials**2))
+    return centre - half, centre + half
+
+
+def plot_folder(out_dir: Path) -> list[Path]:
+    """Draw the figures of the dataset ``out_dir/<study>.nc`` into ``out_dir``; return the files."""
+    from .runner import load_folder
+
+    study = load_folder(out_dir)
+    with xr.open_dataset(Path(out_dir) / f"{study.name}.nc") as ds:
+        ds = ds.load()
+    paths = []
+    for figure, stem in ((success_figure(ds), "success"), (test_error_figure(ds), "test_error"),
+                         (trajectory_figure(ds), "trajectories")):
+        for fmt in FORMATS:
+            path = Path(out_dir) / f"{study.name}_{stem}.{fmt}"
+            figure.savefig(path, dpi=150, bbox_inches="tight")
+            paths.append(path)
+    return paths
+
+
+def _lines(da: xr.DataArray):
+    """``(label, line)`` for every combination of the dimensions other than alpha/seed/epoch."""
+    others = [d for d in da.dims if d not in ("alpha", "seed", "epoch")]
+    for values in itertools.product(*(da[d].values for d in others)):
+        selection = dict(zip(others, values))
+        label = ", ".join(str(v) if d == "optimizer" else f"{d}={v}" for d, v in selection.items())
+        yield label, da.sel(selection)
+
+
+def _label(da: xr.DataArray) -> str:
+    units = da.attrs.get("units", "1")
+    name = da.attrs.get("long_name", da.name)
+    return name if units == "1" else f"{name} [{units}]"
+
+
+def success_figure(ds: xr.Dataset) -> Figure:
+    """Success probability vs alpha per optimizer, with 95% Wilson intervals over the seeds run."""
+    figure = Figure(figsize=(6, 4))
+    ax = figure.subplots()
+    for label, line in _lines(ds.success):
+        trials = line.notnull().sum("seed")
+        keep = trials > 0
+        successes = line.sum("seed")[keep]
+        alpha, trials = line.alpha[keep].values, trials[keep].values
+        low, high = wilson_interval(successes.values, trials)
+        share = successes.values / trials
+        ax.errorbar(alpha, share, yerr=[share - low, high - share], marker="o", capsize=3, label=label)
+    ax.set_xlabel(_label(ds.alpha))
+    ax.set_ylabel(f"success probability (95% Wilson interval, {ds.sizes['seed']} seeds)")
+    ax.set_ylim(-0.05, 1.05)
+    ax.legend(fontsize="small")
+    ax.set_title(ds.attrs.get("title", ""), fontsize="small")
+    return figure
+
+
+def test_error_figure(ds: xr.Dataset) -> Figure:
+    """Mean final test error over seeds vs alpha, log scale."""
+    figure = Figure(figsize=(6, 4))
+    ax = figure.subplots()
+    for label, line in _lines(ds.test_error):
+        mean = line.mean("seed")
+        keep = mean.notnull()
+        ax.plot(line.alpha[keep], mean[keep], marker="o", label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel(_label(ds.alpha))
+    ax.set_ylabel(f"mean final {_label(ds.test_error)}")
+    ax.legend(fontsize="small")
+    ax.set_title(ds.attrs.get("title", ""), fontsize="small")
+    return figure
+
+
+def trajectory_figure(ds: xr.Dataset) -> Figure:
+    """Median test error vs epoch, one panel per optimizer line, one curve per alpha."""
+    lines = list(_lines(ds.test_error_trajectory))
+    figure = Figure(figsize=(4 * len(lines), 3.5))
+    axes = np.atleast_1d(figure.subplots(1, len(lines), sharey=True))
+    colours = dict(zip(ds.alpha.values, _colours(ds.sizes["alpha"])))
+    for ax, (label, line) in zip(axes, lines):
+        for alpha in ds.alpha.values:
+            median = line.sel(alpha=alpha).median("seed")
+            keep = median.notnull() & (median.epoch > 0)
+            if keep.any():
+                ax.plot(median.epoch[keep], median[keep], color=colours[alpha], label=f"alpha={alpha:g}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(label, fontsize="small")
+        ax.set_xlabel(_label(ds.epoch))
+    axes[0].set_ylabel(f"median {_label(ds.test_error_trajectory)}")
+    axes[-1].legend(fontsize="x-small")
+    return figure
+
+
+def _colours(count: int):
+    from matplotlib import colormaps
+
+    return colormaps["viridis"](np.linspace(0, 0.9, count))

@@ -1,0 +1,198 @@
+"""Results on disk (SPEC 8): one netCDF file per finished cell, combined into one labelled dataset.
+
+Every file is written to a temporary name in the same folder and moved into
+place with ``os.replace``: a kill at any moment leaves either the old state or
+the complete new file. A cell file that cannot be read back whole, or that
+holds another configuration than the study's, counts as not done.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from . import __version__
+from .data import teacher
+from .models import MODELS
+from .study import Cell, Study
+from .training import VARIABLES, RunResult
+
+#: Final values of a run: name -> (long_name, units); the trajectory variables add VARIABLES.
+FINALS = {
+    **VARIABLES,
+    "epochs": ("epochs run", "1"),
+    "success": ("success (final test error below the success threshold)", "1"),
+    "wall_seconds": ("wall-clock time of the run", "s"),
+}
+#: Non-index coordinates of the optimizer dimension (SPEC 8).
+OPTIMIZER_COORDS = ("algorithm", "update", "momentum", "lr", "lr_scaling", "batch_fraction", "tau")
+CELLS = "cells"
+
+
+def cell_path(out_dir: Path, cell: Cell) -> Path:
+    return Path(out_dir) / CELLS / f"{cell.name}.nc"
+
+
+def failure_path(out_dir: Path, cell: Cell) -> Path:
+    return Path(out_dir) / CELLS / f"{cell.name}.failed.txt"
+
+
+def write_atomically(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then move it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_cell(out_dir: Path, cell: Cell, result: RunResult) -> None:
+    """Store a finished cell: its finals, its trajectory and its configuration."""
+    finals = {name: ((), float(getattr(result, name))) for name in FINALS}
+    trajectory = {f"{name}_trajectory": ("epoch", result.trajectory[name].values) for name in VARIABLES}
+    ds = xr.Dataset(
+        {**finals, **trajectory, "status": ((), result.status)},
+        coords={"epoch": result.trajectory.epoch.values},
+        attrs={"cell": cell.name, "config": cell.config_json(), "complete": 1},
+    )
+    write_atomically(cell_path(out_dir, cell), lambda tmp: ds.to_netcdf(tmp))
+    failure_path(out_dir, cell).unlink(missing_ok=True)
+
+
+def write_failure(out_dir: Path, cell: Cell, trace: str) -> None:
+    """Record a cell that raised, with its traceback; the study goes on."""
+    path = failure_path(out_dir, cell)
+    write_atomically(path, lambda tmp: Path(tmp).write_text(f"{cell.config_json()}\n\n{trace}"))
+
+
+def read_cell(out_dir: Path, cell: Cell) -> xr.Dataset | None:
+    """The cell's stored result, or None if missing, truncated, corrupt or of another configuration."""
+    path = cell_path(out_dir, cell)
+    if not path.exists():
+        return None
+    try:
+        with xr.open_dataset(path) as ds:
+            ds = ds.load()
+    except Exception:  # any unreadable file is simply not done
+        return None
+    if ds.attrs.get("complete") != 1 or ds.attrs.get("config") != cell.config_json():
+        return None
+    return ds
+
+
+def cell_state(out_dir: Path, cell: Cell) -> str:
+    """``done``, ``failed`` or ``pending``."""
+    if read_cell(out_dir, cell) is not None:
+        return "done"
+    return "failed" if failure_path(out_dir, cell).exists() else "pending"
+
+
+def remove_stale_temporaries(out_dir: Path) -> None:
+    """Delete temporary files a killed writer left behind (call when no writer runs)."""
+    for tmp in (Path(out_dir) / CELLS).glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def combine(study: Study, out_dir: Path, history: str = "") -> xr.Dataset:
+    """All stored cells as one dataset over ``optimizer, [p], [hidden], alpha, seed`` (+ ``epoch``).
+
+    Cells the study does not run, or that have not finished, are NaN (status "").
+    """
+    axes = {"optimizer": list(study.optimizers)}
+    for name in ("p", "hidden"):
+        if len(study.axis(name)) > 1:
+            axes[name] = study.axis(name)
+    axes["alpha"] = study.axis("alpha")
+    axes["seed"] = list(range(study.seeds))
+    grid = study.grid
+    shape = tuple(len(v) for v in axes.values())
+    finals = {name: np.full(shape, np.nan) for name in FINALS}
+    trajectories = {name: np.full(shape + (len(grid),), np.nan) for name in VARIABLES}
+    status = np.full(shape, "", dtype=object)
+    for cell in study.cells:
+        stored = read_cell(out_dir, cell)
+        if stored is None:
+            continue
+        index = tuple(values.index(getattr(cell, dim)) for dim, values in axes.items())
+        for name in FINALS:
+            finals[name][index] = float(stored[name])
+        for name in VARIABLES:
+            trajectories[name][index] = stored[f"{name}_trajectory"].values
+        status[index] = str(stored["status"].values)
+
+    dims = tuple(axes)
+    data_vars = {name: (dims, values, _cf(FINALS[name])) for name, values in finals.items()}
+    data_vars |= {
+        f"{name}_trajectory": (dims + ("epoch",), values, _cf(VARIABLES[name], "after each epoch: "))
+        for name, values in trajectories.items()
+    }
+    data_vars["status"] = (dims, status, {"long_name": "stopping status (SPEC 6); '' where not run"})
+    coords = {
+        "optimizer": ("optimizer", axes["optimizer"], {"long_name": "optimizer"}),
+        "alpha": ("alpha", axes["alpha"], {"long_name": "sample ratio alpha = n/p", "units": "1"}),
+        "seed": ("seed", axes["seed"], {"long_name": "run index", "units": "1"}),
+        "epoch": ("epoch", grid, {"long_name": "epoch", "units": "1"}),
+    }
+    for name in ("p", "hidden"):
+        values = axes.get(name, study.axis(name))
+        coords[name] = (name, values) if name in axes else ((), values[0])
+    for key in OPTIMIZER_COORDS:
+        coords[key] = ("optimizer", [getattr(c, key) for c in study.optimizer_settings])
+    attrs = {
+        "title": f"phaseret study {study.name}: {study.description}".rstrip(": "),
+        "source": f"phaseret {__version__} (revision {code_revision()})",
+        "history": history,
+        "references": "D. Dmitriev, Empirical Study of Gradient Descent Algorithms in High-Dimensional Regime, EPFL 2021",
+        "Conventions": "CF-1.8",
+        "study": json.dumps(study.settings, sort_keys=True),
+        "scale": study.scale,
+        "door_error": "door test/train errors are the fraction misclassified (the thesis' code reported twice this)",
+    }
+    Q = _teacher_norms(study)
+    if Q:
+        attrs["teacher_Q"] = Q
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def write_dataset(ds: xr.Dataset, path: Path) -> None:
+    write_atomically(Path(path), lambda tmp: ds.to_netcdf(tmp))
+
+
+def code_revision() -> str:
+    """The git revision of the package's source tree, or ``unknown`` outside a checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def _cf(entry: tuple[str, str], prefix: str = "") -> dict:
+    long_name, units = entry
+    return {"long_name": prefix + long_name, "units": units}
+
+
+def _teacher_norms(study: Study) -> list[float]:
+    """``Q = |w*|^2 / p`` per ``p`` for a gaussian (unnormalized) teacher, SPEC 1; empty otherwise."""
+    c = study.cells[0].config
+    if c.teacher != "gaussian":
+        return []
+    task = MODELS[c.model].task
+    norms = []
+    for p in study.axis("p"):
+        w_star = teacher(task, p, study_seed=c.study_seed, kind="gaussian")
+        norms.append(float(w_star @ w_star) / p)
+    return norms

@@ -1,0 +1,179 @@
+"""Running a study: groups of cells as idempotent tasks, in-process or on a Dask cluster (SPEC 7, 8).
+
+A task runs one group and writes each of its cells atomically; a finished
+cell is never computed twice, so an interrupted study resumes for free and a
+task that a dying worker leaves half done is simply run again elsewhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import results, training
+from .study import Cell, Study, build_study
+
+log = logging.getLogger("phaseret")
+
+#: Pinned to 1 in every local worker: one thread per worker, no oversubscription.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+STUDY_FILE = "study.json"
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """Resources of each SLURM job that carries Dask workers (dask-jobqueue)."""
+
+    queue: str | None = None
+    walltime: str = "01:00:00"
+    cores: int = 1
+    memory: str = "4GB"
+    jobs: int = 1
+
+
+@dataclass(frozen=True)
+class CellReport:
+    name: str
+    status: str  # a SPEC 6 status, "failed", or "done" (found finished)
+    test_error: float
+    seconds: float
+
+
+def run_group(cells: tuple[Cell, ...], out_dir: str, grid) -> list[CellReport]:
+    """Run and store every unfinished cell of a group (the unit of work); a cell that raises is
+    recorded as failed with its traceback and the others go on."""
+    out_dir = Path(out_dir)
+    reports = []
+    for cell in cells:
+        if results.read_cell(out_dir, cell) is not None:
+            reports.append(CellReport(cell.name, "done", math.nan, 0.0))
+            continue
+        try:
+            result = training.run(cell.config, grid)
+            results.write_cell(out_dir, cell, result)
+            reports.append(CellReport(cell.name, result.status, result.test_error, result.wall_seconds))
+        except Exception:
+            results.write_failure(out_dir, cell, traceback.format_exc())
+            reports.append(CellReport(cell.name, "failed", math.nan, math.nan))
+    return reports
+
+
+def run_study(
+    study: Study,
+    out_dir: Path,
+    *,
+    workers: int = 1,
+    scheduler: str | None = None,
+    slurm: SlurmOptions | None = None,
+    progress: bool = True,
+    history: str = "",
+) -> Path:
+    """Run the study's unfinished groups, then combine every cell into ``out_dir/<name>.nc``."""
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    claim_folder(study, out_dir)
+    groups = study.groups()
+    pending = [g for g in groups if any(results.read_cell(out_dir, c) is None for c in g)]
+    done = len(study.cells) - sum(len(g) for g in pending)
+    log.info("%s: %d cells, %d done, %d groups to run", study.name, len(study.cells), done, len(pending))
+    grid = study.grid
+    with tqdm(total=len(study.cells), initial=done, unit="cell", disable=not progress) as bar:
+        for reports in _execute(pending, str(out_dir), grid, workers, scheduler, slurm):
+            for report in reports:
+                log.info("%s: %s, test error %.3g, %.1f s", report.name, report.status, report.test_error, report.seconds)
+                bar.update(1)
+    results.remove_stale_temporaries(out_dir)
+    path = out_dir / f"{study.name}.nc"
+    results.write_dataset(results.combine(study, out_dir, history), path)
+    return path
+
+
+def claim_folder(study: Study, out_dir: Path) -> None:
+    """Record the study in ``out_dir/study.json``; refuse a folder that holds another study."""
+    record = {"name": study.name, "scale": study.scale, "source": study.source, "table": study.raw_table}
+    path = out_dir / STUDY_FILE
+    if path.exists():
+        existing = json.loads(path.read_text())
+        if existing.get("name") != study.name:
+            raise ValueError(f"out: {out_dir} holds the study {existing.get('name')!r}, not {study.name!r}; choose another folder")
+    results.write_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1, sort_keys=True)))
+
+
+def load_folder(out_dir: Path) -> Study:
+    """The study recorded in a results folder."""
+    path = Path(out_dir) / STUDY_FILE
+    if not path.exists():
+        raise ValueError(f"DIR: {out_dir} holds no {STUDY_FILE}; is it the --out folder of `phaseret run`?")
+    record = json.loads(path.read_text())
+    return build_study(record["table"], record["scale"], source=record["source"])
+
+
+def cell_states(study: Study, out_dir: Path) -> dict[str, list[str]]:
+    """Cell names by state: ``done``, ``failed``, ``pending``."""
+    states = {"done": [], "failed": [], "pending": []}
+    for cell in study.cells:
+        states[results.cell_state(out_dir, cell)].append(cell.name)
+    return states
+
+
+def _execute(groups, out_dir, grid, workers, scheduler, slurm):
+    """Yield the reports of each group as it finishes."""
+    if workers == 1 and scheduler is None and slurm is None:
+        for group in groups:
+            yield run_group(group, out_dir, grid)
+        return
+    from distributed import as_completed
+
+    with _client(workers, scheduler, slurm) as client:
+        futures = [client.submit(run_group, g, out_dir, grid, key=f"phaseret-{g[0].name}", pure=False) for g in groups]
+        for future in as_completed(futures):
+            yield future.result()
+
+
+@contextlib.contextmanager
+def _client(workers: int, scheduler: str | None, slurm: SlurmOptions | None):
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise ValueError("workers: running on Dask needs the cluster extra: pip install 'phaseret[cluster]'") from None
+    if scheduler is not None:
+        with Client(scheduler) as client:
+            yield client
+        return
+    if slurm is not None:
+        with slurm_cluster(slurm) as cluster, Client(cluster) as client:
+            cluster.scale(jobs=slurm.jobs)
+            yield client
+        return
+    env = {name: "1" for name in THREAD_VARIABLES}
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, env=env,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        yield client
+
+
+def slurm_cluster(options: SlurmOptions):
+    """A dask-jobqueue ``SLURMCluster``: one single-threaded worker per core, threads pinned."""
+    try:
+        from dask_jobqueue import SLURMCluster
+    except ImportError:
+        raise ValueError("slurm: needs the cluster extra: pip install 'phaseret[cluster]'") from None
+    return SLURMCluster(
+        queue=options.queue,
+        walltime=options.walltime,
+        cores=options.cores,
+        processes=options.cores,
+        memory=options.memory,
+        job_script_prologue=[f"export {name}=1" for name in THREAD_VARIABLES],
+    )
+
+
+def environment_is_pinned() -> bool:
+    """Whether this process runs with one BLAS/Numba thread (true inside a local worker)."""
+    return all(os.environ.get(name) == "1" for name in THREAD_VARIABLES)

@@ -1,0 +1,218 @@
+"""Study files (SPEC 10): TOML -> validated cells, before any work starts.
+
+A study is a set of cells, one run each, over ``optimizer x p x hidden x
+alpha x seed``. ``alpha``, ``p`` and ``hidden`` may be lists (axes of the
+results); a list inside an ``[[optimizer]]`` table (``lr = [0.002, 0.005]``)
+expands into one optimizer per value, labelled with the value. Cells are
+grouped into units of work deterministically from the file (SPEC 7).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import numpy as np
+
+from .config import OPTIMIZER_KEYS, RUN_KEYS, RunConfig, validate
+from .training import epoch_grid
+
+AXES = ("p", "hidden", "alpha")
+STUDY_KEYS = ("name", "description", "seeds", "optimizer", "scale")
+
+
+class StudyError(ValueError):
+    """A study file that cannot run; the message names the file, the key and the reason."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One run of a study: its coordinates and its validated configuration."""
+
+    optimizer: str
+    p: int
+    hidden: int
+    alpha: float
+    seed: int
+    config: RunConfig
+
+    @property
+    def name(self) -> str:
+        """A file-safe name that says what the cell is."""
+        text = f"{self.optimizer}__p{self.p}_h{self.hidden}_a{self.alpha:g}_s{self.seed}"
+        return re.sub(r"[^A-Za-z0-9.+=_-]", "_", text)
+
+    def config_json(self) -> str:
+        return json.dumps(self.config.to_dict(), sort_keys=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    """A validated study: its cells (in a fixed order), axes and trajectory grid."""
+
+    name: str
+    description: str
+    source: str
+    scale: str
+    raw_table: dict  # the file's table as written (all scales)
+    settings: dict  # the resolved study table (scale applied), for the results' attributes
+    optimizers: tuple[str, ...]
+    optimizer_settings: tuple[RunConfig, ...]  # one representative config per optimizer
+    cells: tuple[Cell, ...]
+    seeds: int
+
+    @property
+    def grid(self) -> np.ndarray:
+        """One trajectory grid for the whole study, to its largest budget (SPEC 10)."""
+        return epoch_grid(max(cell.config.max_epochs for cell in self.cells))
+
+    def axis(self, name: str) -> list:
+        """The sorted values of ``p``, ``hidden`` or ``alpha`` over all cells."""
+        return sorted({getattr(cell, name) for cell in self.cells})
+
+    def groups(self) -> list[tuple[Cell, ...]]:
+        """Units of work and of writing: one cell per group (until the replica engine groups them)."""
+        return [(cell,) for cell in self.cells]
+
+
+def load_study(path: str | Path, scale: str = "full") -> Study:
+    """Read and validate a study file; raise ``StudyError`` naming the file, the key and the reason."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            table = tomllib.load(handle)
+    except OSError as error:
+        raise StudyError(f"{path}: cannot read the study file ({error.strerror})") from None
+    except tomllib.TOMLDecodeError as error:
+        raise StudyError(f"{path}: not valid TOML ({error})") from None
+    try:
+        return build_study(table, scale, source=str(path))
+    except StudyError:
+        raise
+    except ValueError as error:
+        raise StudyError(f"{path}: {error}") from None
+
+
+def build_study(table: dict, scale: str = "full", source: str = "<table>") -> Study:
+    """Validate a parsed study table and expand it into cells (raises ``ValueError``)."""
+    raw_table, table = table, _apply_scale(table, scale)
+    allowed = set(STUDY_KEYS) | set(RUN_KEYS) - {"seed"}
+    if "seed" in table or any("seed" in t for t in table.get("optimizer", []) if isinstance(t, dict)):
+        raise ValueError("seed: not a study key; runs are numbered 0 .. seeds-1 by `seeds`")
+    for key in table:
+        if key not in allowed:
+            raise ValueError(f"{key}: unknown key; study keys are {', '.join(STUDY_KEYS)} and the run keys {', '.join(RUN_KEYS)}")
+    name = table.get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ValueError(f"name: required, a file-safe string (letters, digits, '_', '.', '-'), got {name!r}")
+    description = table.get("description", "")
+    if not isinstance(description, str):
+        raise ValueError(f"description: must be a string, got {description!r}")
+    seeds = table.get("seeds", 1)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds: must be an integer >= 1, got {seeds!r}")
+    tables = table.get("optimizer")
+    if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
+        raise ValueError("optimizer: at least one [[optimizer]] table is required")
+    shared = {k: v for k, v in table.items() if k in RUN_KEYS}
+    _check_lists(shared, "")
+
+    cells, labels, settings = [], [], []
+    for index, optimizer_table in enumerate(tables):
+        where = f"optimizer[{index}]."
+        for key in optimizer_table:
+            if key not in OPTIMIZER_KEYS and key not in RUN_KEYS:
+                raise ValueError(f"{where}{key}: unknown key; optimizer keys are {', '.join(OPTIMIZER_KEYS)} plus run keys")
+        for keys in _expand(optimizer_table, where):
+            run_keys = shared | keys
+            label, representative, new_cells = _optimizer_cells(run_keys, seeds, where)
+            if label in labels:
+                raise ValueError(f"{where}label: duplicate optimizer label {label!r}; give each optimizer a distinct `label`")
+            labels.append(label)
+            settings.append(representative)
+            cells.extend(new_cells)
+    return Study(
+        name=name, description=description, source=source, scale=scale, raw_table=raw_table, settings=table,
+        optimizers=tuple(labels), optimizer_settings=tuple(settings), cells=tuple(cells), seeds=seeds,
+    )
+
+
+def _apply_scale(table: dict, scale: str) -> dict:
+    scales = table.get("scale", {})
+    if not isinstance(scales, dict) or not all(isinstance(v, dict) for v in scales.values()):
+        raise ValueError("scale: must hold tables such as [scale.quick]")
+    if scale not in scales and scale != "full":
+        raise ValueError(f"scale: no [scale.{scale}] table in this study (it has: {', '.join(scales) or 'none'})")
+    overrides = scales.get(scale, {})
+    if "scale" in overrides or "name" in overrides:
+        raise ValueError(f"scale.{scale}: may not change `scale` or `name`")
+    return {k: v for k, v in table.items() if k != "scale"} | overrides
+
+
+def _check_lists(keys: dict, where: str) -> None:
+    """Only the axes may be lists among run keys; an empty axis is refused."""
+    for key, value in keys.items():
+        if isinstance(value, list):
+            if key not in AXES:
+                raise ValueError(f"{where}{key}: only {', '.join(AXES)} may be lists (axes); use separate study files")
+            if not value:
+                raise ValueError(f"{where}{key}: an empty list leaves nothing to run")
+            if len(set(value)) != len(value):
+                raise ValueError(f"{where}{key}: repeated values {value}")
+
+
+def _expand(optimizer_table: dict, where: str) -> list[dict]:
+    """One dict per optimizer: lists among optimizer keys expand, labelled with their values."""
+    _check_lists({k: v for k, v in optimizer_table.items() if k in RUN_KEYS}, where)
+    varied = [k for k in OPTIMIZER_KEYS if isinstance(optimizer_table.get(k), list)]
+    fixed = {k: v for k, v in optimizer_table.items() if k not in varied}
+    if not varied:
+        return [fixed]
+    expanded = []
+    for values in itertools.product(*(optimizer_table[k] for k in varied)):
+        keys = fixed | dict(zip(varied, values))
+        config_label = _base_label(keys)
+        suffix = ",".join(f"{k}={v}" for k, v in zip(varied, values))
+        keys["label"] = f"{fixed.get('label', config_label)},{suffix}"
+        expanded.append(keys)
+    return expanded
+
+
+def _base_label(keys: dict) -> str:
+    algorithm, update = keys.get("algorithm", "gd"), keys.get("update", "plain")
+    return algorithm if update == "plain" else f"{algorithm}+{update}"
+
+
+def _optimizer_cells(run_keys: dict, seeds: int, where: str) -> tuple[str, RunConfig, list[Cell]]:
+    """Validate every (p, hidden, alpha) of one optimizer and list its cells."""
+    if "alpha" not in run_keys:
+        raise ValueError(f"{where}alpha: required (top level or in the optimizer table)")
+    axes = {axis: _as_list(run_keys[axis]) for axis in AXES if axis in run_keys}
+    rest = {k: v for k, v in run_keys.items() if k not in AXES and k != "seed"}
+    cells, configs = [], {}
+    for combo in itertools.product(*axes.values()):
+        point = dict(zip(axes, combo))
+        try:
+            config = validate(**rest, **point)
+        except ValueError as error:
+            raise ValueError(f"{where}{error}" if _from_optimizer(error) else str(error)) from None
+        configs[combo] = config
+        for seed in range(seeds):
+            seeded = dataclasses.replace(config, seed=seed)
+            cells.append(Cell(config.optimizer_label, config.p, config.hidden, config.alpha, seed, seeded))
+    representative = next(iter(configs.values()))
+    return representative.optimizer_label, representative, cells
+
+
+def _from_optimizer(error: ValueError) -> bool:
+    """Whether a validation error concerns an optimizer key (so the message points at its table)."""
+    field = str(error).split(":", 1)[0].split(".", 1)[0].split(",", 1)[0]
+    return field in OPTIMIZER_KEYS
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
