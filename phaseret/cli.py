@@ -14,8 +14,11 @@ from .study import load_study
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    args.argv = argv
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("phaseret").setLevel(logging.INFO)  # one line per finished cell
     try:
         return args.command(args)
     except ValueError as error:
@@ -31,7 +34,7 @@ def _run(args) -> int:
     slurm = None
     if args.slurm:
         slurm = SlurmOptions(args.slurm_queue, args.slurm_walltime, args.slurm_cores, args.slurm_memory, args.slurm_jobs)
-    history = f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} phaseret {shlex.join(sys.argv[1:])}"
+    history = f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} phaseret {shlex.join(args.argv)}"
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     with logging_redirect_tqdm():

@@ -14,6 +14,7 @@ import math
 import os
 import traceback
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from . import results, training
@@ -74,8 +75,12 @@ def run_study(
     progress: bool = True,
     history: str = "",
 ) -> Path:
-    """Run the study's unfinished groups, then combine every cell into ``out_dir/<name>.nc``."""
+    """Run the study's unfinished groups, then combine every cell into ``out_dir/<name>.nc``.
+    ``history``: the line for the dataset's ``history`` attribute (default: when and what ran)."""
     from tqdm import tqdm
+
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    history = history or f"{now} phaseret run {study.source} --scale {study.scale} --out {out_dir}"
 
     out_dir = Path(out_dir)
     claim_folder(study, out_dir)
@@ -154,7 +159,7 @@ def _client(workers: int, scheduler: str | None, slurm: SlurmOptions | None):
         return
     env = {name: "1" for name in THREAD_VARIABLES}
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, env=env,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
         yield client
 
 
