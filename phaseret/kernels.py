@@ -73,22 +73,27 @@ def loss_terms(kind, s, t):
 
 
 @njit(cache=True)
+def _score(row, act, eps, k_hat):
+    """Committee score of one sample: ``(1/d) sum_k g(lambda_k) - K_hat`` for ``row`` (d,)."""
+    s = 0.0
+    for k in range(row.shape[0]):
+        g, _, _ = activation(act, row[k], eps)
+        s += g
+    return s / row.shape[0] - k_hat
+
+
+@njit(cache=True)
 def loss_and_backward(Lam, t, act, loss, eps, k_hat):
     """Summed loss and ``D = dl/dLambda`` (n, d) for pre-activations ``Lam`` (n, d), targets ``t`` (n,)."""
     n, d = Lam.shape
     D = np.empty_like(Lam)
     total = 0.0
     for mu in range(n):
-        s = 0.0
-        for k in range(d):
-            g, g1, _ = activation(act, Lam[mu, k], eps)
-            s += g
-            D[mu, k] = g1
-        s = s / d - k_hat
-        l, l1, _ = loss_terms(loss, s, t[mu])
+        l, l1, _ = loss_terms(loss, _score(Lam[mu], act, eps, k_hat), t[mu])
         total += l
         for k in range(d):
-            D[mu, k] *= l1 / d
+            _, g1, _ = activation(act, Lam[mu, k], eps)
+            D[mu, k] = l1 * g1 / d
     return total, D
 
 
@@ -100,29 +105,19 @@ def curvature(Lam, t, act, loss, eps, k_hat):
     B = np.empty_like(Lam)
     c = np.empty(n, dtype=Lam.dtype)
     for mu in range(n):
-        s = 0.0
-        for k in range(d):
-            g, g1, g2 = activation(act, Lam[mu, k], eps)
-            s += g
-            A[mu, k] = g1
-            B[mu, k] = g2
-        s = s / d - k_hat
-        _, l1, l2 = loss_terms(loss, s, t[mu])
+        _, l1, l2 = loss_terms(loss, _score(Lam[mu], act, eps, k_hat), t[mu])
         c[mu] = l2 / (d * d)
         for k in range(d):
-            B[mu, k] *= l1 / d
+            _, g1, g2 = activation(act, Lam[mu, k], eps)
+            A[mu, k] = g1
+            B[mu, k] = l1 * g2 / d
     return A, c, B
 
 
 @njit(cache=True)
 def scores(Lam, act, eps, k_hat):
     """Scores ``s`` (n,) of pre-activations ``Lam`` (n, d) under activation code ``act``."""
-    n, d = Lam.shape
-    out = np.empty(n, dtype=Lam.dtype)
-    for mu in range(n):
-        s = 0.0
-        for k in range(d):
-            g, _, _ = activation(act, Lam[mu, k], eps)
-            s += g
-        out[mu] = s / d - k_hat
+    out = np.empty(Lam.shape[0], dtype=Lam.dtype)
+    for mu in range(Lam.shape[0]):
+        out[mu] = _score(Lam[mu], act, eps, k_hat)
     return out

@@ -8,6 +8,7 @@ varied) become one line each.
 from __future__ import annotations
 
 import itertools
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -54,10 +55,20 @@ def _lines(da: xr.DataArray):
         yield label, da.sel(selection)
 
 
-def _label(da: xr.DataArray) -> str:
+def _label(da: xr.DataArray, template: str = "{}") -> str:
+    """An axis label from the CF attributes, wrapped to fit beside a plot."""
     units = da.attrs.get("units", "1")
-    name = da.attrs.get("long_name", da.name)
-    return name if units == "1" else f"{name} [{units}]"
+    name = template.format(da.attrs.get("long_name", da.name))
+    return textwrap.fill(name if units == "1" else f"{name} [{units}]", 45)
+
+
+def _title(ds: xr.Dataset) -> str:
+    return textwrap.fill(ds.attrs.get("title", ""), 70)
+
+
+def _hold_final(runs: np.ndarray, finals: np.ndarray) -> np.ndarray:
+    """Trajectories (seed, epoch) with each run's final value over the NaNs after its stop."""
+    return np.where(np.isnan(runs), finals[:, None], runs)
 
 
 def success_figure(ds: xr.Dataset) -> Figure:
@@ -73,10 +84,10 @@ def success_figure(ds: xr.Dataset) -> Figure:
         share = successes.values / trials
         ax.errorbar(alpha, share, yerr=[share - low, high - share], marker="o", capsize=3, label=label)
     ax.set_xlabel(_label(ds.alpha))
-    ax.set_ylabel(f"success probability (95% Wilson interval, {ds.sizes['seed']} seeds)")
+    ax.set_ylabel(f"success probability\n(95% Wilson interval, {ds.sizes['seed']} seeds)")
     ax.set_ylim(-0.05, 1.05)
     ax.legend(fontsize="small")
-    ax.set_title(ds.attrs.get("title", ""), fontsize="small")
+    ax.set_title(_title(ds), fontsize="small")
     return figure
 
 
@@ -90,29 +101,33 @@ def test_error_figure(ds: xr.Dataset) -> Figure:
         ax.plot(line.alpha[keep], mean[keep], marker="o", label=label)
     ax.set_yscale("log")
     ax.set_xlabel(_label(ds.alpha))
-    ax.set_ylabel(f"mean final {_label(ds.test_error)}")
+    ax.set_ylabel(_label(ds.test_error, "mean final {} over seeds"))
     ax.legend(fontsize="small")
-    ax.set_title(ds.attrs.get("title", ""), fontsize="small")
+    ax.set_title(_title(ds), fontsize="small")
     return figure
 
 
 def trajectory_figure(ds: xr.Dataset) -> Figure:
-    """Median test error vs epoch, one panel per optimizer line, one curve per alpha."""
+    """Median test error over seeds vs epoch (after its stop a run holds its final value), one
+    panel per optimizer line, one curve per alpha."""
     lines = list(_lines(ds.test_error_trajectory))
+    finals = dict(_lines(ds.test_error))
     figure = Figure(figsize=(4 * len(lines), 3.5))
     axes = np.atleast_1d(figure.subplots(1, len(lines), sharey=True))
     colours = dict(zip(ds.alpha.values, _colours(ds.sizes["alpha"])))
     for ax, (label, line) in zip(axes, lines):
         for alpha in ds.alpha.values:
-            median = line.sel(alpha=alpha).median("seed")
-            keep = median.notnull() & (median.epoch > 0)
-            if keep.any():
-                ax.plot(median.epoch[keep], median[keep], color=colours[alpha], label=f"alpha={alpha:g}")
+            runs = line.sel(alpha=alpha).transpose("seed", "epoch").values
+            if np.isnan(runs[:, 0]).all():
+                continue  # this optimizer does not run this alpha
+            median = np.median(_hold_final(runs, finals[label].sel(alpha=alpha).values), axis=0)
+            epochs = line.epoch.values
+            ax.plot(epochs[1:], median[1:], color=colours[alpha], label=f"alpha={alpha:g}")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(label, fontsize="small")
         ax.set_xlabel(_label(ds.epoch))
-    axes[0].set_ylabel(f"median {_label(ds.test_error_trajectory)}")
+    axes[0].set_ylabel(_label(ds.test_error_trajectory, "{} (median over seeds)"))
     axes[-1].legend(fontsize="x-small")
     return figure
 

@@ -51,6 +51,7 @@ def write_atomically(path: Path, write) -> None:
     os.close(handle)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide results from the rest of a group
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -134,7 +135,7 @@ def combine(study: Study, out_dir: Path, history: str = "") -> xr.Dataset:
     dims = tuple(axes)
     data_vars = {name: (dims, values, _cf(FINALS[name])) for name, values in finals.items()}
     data_vars |= {
-        f"{name}_trajectory": (dims + ("epoch",), values, _cf(VARIABLES[name], "after each epoch: "))
+        f"{name}_trajectory": (dims + ("epoch",), values, _cf(VARIABLES[name]))
         for name, values in trajectories.items()
     }
     data_vars["status"] = (dims, status, {"long_name": "stopping status (SPEC 6); '' where not run"})
@@ -180,9 +181,9 @@ def code_revision() -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
-def _cf(entry: tuple[str, str], prefix: str = "") -> dict:
+def _cf(entry: tuple[str, str]) -> dict:
     long_name, units = entry
-    return {"long_name": prefix + long_name, "units": units}
+    return {"long_name": long_name, "units": units}
 
 
 def _teacher_norms(study: Study) -> list[float]:

@@ -24,6 +24,15 @@ log = logging.getLogger("phaseret")
 
 #: Pinned to 1 in every local worker: one thread per worker, no oversubscription.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+#: The environment of every worker phaseret starts, set before the worker process spawns (Dask's
+#: ``pre-spawn-environ``) so that glibc and BLAS read it at start-up. Dask's default
+#: MALLOC_TRIM_THRESHOLD_=65536 makes glibc return and re-fault the batch copies of every step:
+#: measured 2.7 s instead of 0.9 s for 3000 P-SGD epochs at p = 256 in a one-worker LocalCluster.
+WORKER_ENVIRONMENT = {
+    **{name: "1" for name in THREAD_VARIABLES},
+    "MALLOC_TRIM_THRESHOLD_": str(2**30),
+    "MALLOC_MMAP_THRESHOLD_": str(2**25),
+}
 STUDY_FILE = "study.json"
 
 
@@ -157,9 +166,12 @@ def _client(workers: int, scheduler: str | None, slurm: SlurmOptions | None):
             cluster.scale(jobs=slurm.jobs)
             yield client
         return
-    env = {name: "1" for name in THREAD_VARIABLES}
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, env=env,
-                      dashboard_address=":0") as cluster, Client(cluster) as client:
+    import dask
+
+    environment = {f"distributed.nanny.pre-spawn-environ.{name}": value for name, value in WORKER_ENVIRONMENT.items()}
+    with dask.config.set(environment), LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0"
+    ) as cluster, Client(cluster) as client:
         yield client
 
 
@@ -175,10 +187,11 @@ def slurm_cluster(options: SlurmOptions):
         cores=options.cores,
         processes=options.cores,
         memory=options.memory,
-        job_script_prologue=[f"export {name}=1" for name in THREAD_VARIABLES],
+        job_script_prologue=[f"export {name}={value}" for name, value in WORKER_ENVIRONMENT.items()]
+        + [f"export DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__{name}={value}" for name, value in WORKER_ENVIRONMENT.items()],
     )
 
 
 def environment_is_pinned() -> bool:
-    """Whether this process runs with one BLAS/Numba thread (true inside a local worker)."""
-    return all(os.environ.get(name) == "1" for name in THREAD_VARIABLES)
+    """Whether this process runs in phaseret's worker environment (true inside a local worker)."""
+    return all(os.environ.get(name) == value for name, value in WORKER_ENVIRONMENT.items())
