@@ -31,8 +31,16 @@ FINALS = {
     "success": ("success (final test error below the success threshold)", "1"),
     "wall_seconds": ("wall-clock time of the run", "s"),
 }
-#: Non-index coordinates of the optimizer dimension (SPEC 8).
-OPTIMIZER_COORDS = ("algorithm", "update", "momentum", "lr", "lr_scaling", "batch_fraction", "tau")
+#: Non-index coordinates of the optimizer dimension (SPEC 8): name -> (long_name, units or None).
+OPTIMIZER_COORDS = {
+    "algorithm": ("batch rule (SPEC 4)", None),
+    "update": ("update rule (SPEC 5)", None),
+    "momentum": ("momentum gamma", "1"),
+    "lr": ("learning rate", "1"),
+    "lr_scaling": ("learning-rate scaling (none, or hidden: step size lr * d)", None),
+    "batch_fraction": ("expected batch fraction b", "1"),
+    "tau": ("P-SGD persistence time", "1"),
+}
 CELLS = "cells"
 
 
@@ -145,11 +153,12 @@ def combine(study: Study, out_dir: Path, history: str = "") -> xr.Dataset:
         "seed": ("seed", axes["seed"], {"long_name": "run index", "units": "1"}),
         "epoch": ("epoch", grid, {"long_name": "epoch", "units": "1"}),
     }
-    for name in ("p", "hidden"):
+    sizes = {"p": ("number of features p", "1"), "hidden": ("hidden units d", "1")}
+    for name, entry in sizes.items():
         values = axes.get(name, study.axis(name))
-        coords[name] = (name, values) if name in axes else ((), values[0])
-    for key in OPTIMIZER_COORDS:
-        coords[key] = ("optimizer", [getattr(c, key) for c in study.optimizer_settings])
+        coords[name] = (name, values, _cf(entry)) if name in axes else ((), values[0], _cf(entry))
+    for key, entry in OPTIMIZER_COORDS.items():
+        coords[key] = ("optimizer", [getattr(c, key) for c in study.optimizer_settings], _cf(entry))
     attrs = {
         "title": f"phaseret study {study.name}: {study.description}".rstrip(": "),
         "source": f"phaseret {__version__} (revision {code_revision()})",
@@ -181,9 +190,10 @@ def code_revision() -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
-def _cf(entry: tuple[str, str]) -> dict:
+def _cf(entry: tuple[str, str | None]) -> dict:
+    """CF attributes; text variables carry no units."""
     long_name, units = entry
-    return {"long_name": long_name, "units": units}
+    return {"long_name": long_name} if units is None else {"long_name": long_name, "units": units}
 
 
 def _teacher_norms(study: Study) -> list[float]:

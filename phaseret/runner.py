@@ -139,6 +139,8 @@ def cell_states(study: Study, out_dir: Path) -> dict[str, list[str]]:
 
 def _execute(groups, out_dir, grid, workers, scheduler, slurm):
     """Yield the reports of each group as it finishes."""
+    if not groups:
+        return  # nothing to run: start no cluster
     if workers == 1 and scheduler is None and slurm is None:
         for group in groups:
             yield run_group(group, out_dir, grid)

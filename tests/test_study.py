@@ -147,6 +147,10 @@ def test_combined_dataset_layout(tmp_path):
     assert (ds.status.sel(optimizer="gd", alpha=4.0) == "").all()
     assert ds.test_error.notnull().sum() == 8
     assert ds.status.sel(optimizer="gd", alpha=6.0, seed=0).item() in ("converged-test", "max-epochs")
+    for name, variable in ds.variables.items():
+        assert variable.attrs.get("long_name"), name
+        if variable.dtype.kind in "fi":
+            assert variable.attrs.get("units"), name
     for name in ("title", "source", "history", "study"):
         assert ds.attrs[name]
     assert ds.attrs["source"].startswith("phaseret 0.")
