@@ -10,7 +10,7 @@ from . import sphere
 from .data import Dataset, initial_weights, make_dataset, teacher
 from .metrics import overlap, population_error, unit_overlaps
 from .models import MODELS, Model
-from .training import RunResult, epoch_grid, train
+from .training import RunResult, epoch_grid, run_replicas, train
 
 __all__ = [
     "__version__",
@@ -19,6 +19,7 @@ __all__ = [
     "Model",
     "RunResult",
     "epoch_grid",
+    "run_replicas",
     "train",
     "initial_weights",
     "make_dataset",

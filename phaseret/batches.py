@@ -1,8 +1,8 @@
 """Batch selection: which samples form the batch ``M_t`` of step ``t`` (SPEC 4).
 
 A selector has ``steps_per_epoch`` and ``select(step)``, called with
-consecutive global steps ``0, 1, 2, ...``; it returns what indexes the rows of
-``X`` (a slice, an index array or a boolean mask). Random choices come from
+consecutive global steps ``0, 1, 2, ...``; it returns a boolean mask (n,) of the
+rows in the batch, or None for all rows. Random choices come from
 the cell's Philox key addressed by ``(stream, step)`` (SPEC 7).
 """
 
@@ -20,8 +20,8 @@ class FullBatch:
 
     steps_per_epoch = 1
 
-    def select(self, step: int) -> slice:
-        return slice(None)
+    def select(self, step: int) -> None:
+        return None
 
 
 class ShuffledChunks:
@@ -45,7 +45,9 @@ class ShuffledChunks:
         epoch, chunk = divmod(step, self.steps_per_epoch)
         if epoch != self._epoch:
             self._epoch, self._permutation = epoch, self.permutation(epoch)
-        return self._permutation[chunk * self.batch_size : (chunk + 1) * self.batch_size]
+        mask = np.zeros(self.n, dtype=bool)
+        mask[self._permutation[chunk * self.batch_size : (chunk + 1) * self.batch_size]] = True
+        return mask
 
 
 class PersistentPoisson:

@@ -22,7 +22,6 @@ REFERENCE_ALGORITHMS = ("p-sgd", "sgd")
 NOT_YET = {
     "algorithm": ("gamp", "spectral"),
     "init": ("spectral",),
-    "dtype": ("float32",),
     "backend": ("cuda", "auto"),
 }
 

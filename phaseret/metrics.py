@@ -9,36 +9,38 @@ import numpy as np
 
 
 def _as_units(W: np.ndarray, w_star: np.ndarray) -> np.ndarray:
-    """``W`` as (d, p), checked against the teacher's length."""
+    """``W`` as (d, p) or a stack (R, d, p), in float64, checked against the teacher's length."""
     W = np.atleast_2d(np.asarray(W, dtype=float))
     w_star = np.asarray(w_star)
-    if W.ndim != 2 or w_star.ndim != 1 or W.shape[1] != w_star.shape[0]:
-        raise ValueError(f"W: expected shape (d, p={w_star.shape[-1]}) or (p,), got {np.shape(W)}")
+    if W.ndim > 3 or w_star.ndim != 1 or W.shape[-1] != w_star.shape[0]:
+        raise ValueError(f"W: expected shape (d, p={w_star.shape[-1]}), (p,) or (R, d, p), got {np.shape(W)}")
     return W
 
 
-def population_error(W: np.ndarray, w_star: np.ndarray) -> float:
+def population_error(W: np.ndarray, w_star: np.ndarray):
     """Exact population error of ``pr-quadratic``: ``0.5 (E[s^2] - 2 E[s z^2] + E[z^4])``, x ~ N(0, I/p).
 
     ``E[z^4] = 3 Q^2``, ``E[s z^2] = (1/d) sum_k (Q q_kk + 2 m_k^2)``,
-    ``E[s^2] = (1/d^2) sum_kl (q_kk q_ll + 2 q_kl^2)``.
+    ``E[s^2] = (1/d^2) sum_kl (q_kk q_ll + 2 q_kl^2)``. A float for ``W`` (d, p) or (p,);
+    an array (R,) for a stack of replicas (R, d, p).
     """
     W = _as_units(W, w_star)
-    d, p = W.shape
+    d, p = W.shape[-2:]
     Q = float(w_star @ w_star) / p
-    q = W @ W.T / p
+    q = W @ W.swapaxes(-1, -2) / p
     m = W @ w_star / p
-    q_diag = np.diag(q)
-    e_s2 = (np.sum(np.outer(q_diag, q_diag)) + 2.0 * np.sum(q * q)) / d**2
-    e_sz2 = np.sum(Q * q_diag + 2.0 * m * m) / d
+    q_diag = np.diagonal(q, axis1=-2, axis2=-1)
+    e_s2 = (np.sum(q_diag, axis=-1) ** 2 + 2.0 * np.sum(q * q, axis=(-2, -1))) / d**2
+    e_sz2 = np.sum(Q * q_diag + 2.0 * m * m, axis=-1) / d
     # Non-negative by construction; clip the rounding of the cancellation near the teacher.
-    return max(0.0, float(0.5 * (e_s2 - 2.0 * e_sz2 + 3.0 * Q * Q)))
+    error = np.maximum(0.0, 0.5 * (e_s2 - 2.0 * e_sz2 + 3.0 * Q * Q))
+    return float(error) if W.ndim == 2 else error
 
 
 def unit_overlaps(W: np.ndarray, w_star: np.ndarray) -> np.ndarray:
-    """Per-unit overlaps ``|m_k| / sqrt(q_kk Q)``, shape (d,), in [0, 1]."""
+    """Per-unit overlaps ``|m_k| / sqrt(q_kk Q)`` in [0, 1], shape (d,) (or (R, d) for a stack)."""
     W = _as_units(W, w_star)
-    return np.abs(W @ w_star) / (np.linalg.norm(W, axis=1) * np.linalg.norm(w_star))
+    return np.abs(W @ w_star) / (np.linalg.norm(W, axis=-1) * np.linalg.norm(w_star))
 
 
 def overlap(W: np.ndarray, w_star: np.ndarray) -> float:

@@ -63,6 +63,12 @@ class Model:
         self.task = self._kind.task
         self._k_hat = self.K if self.task == "symmetric-door" else 0.0
 
+    @property
+    def kernel_codes(self) -> tuple:
+        """``(activation, evaluation, loss, eps, K_hat, door)``: what the replica kernels need."""
+        k = self._kind
+        return k.activation, k.evaluation, k.loss, self.loss_eps, self._k_hat, self.task == "symmetric-door"
+
     def __repr__(self) -> str:
         return f"Model({self.name!r}, hidden={self.hidden}, loss_eps={self.loss_eps}, K={self.K})"
 

@@ -11,9 +11,9 @@ import numpy as np
 from . import seeding
 
 
-def _direction(key: np.ndarray, step: int, shape: tuple) -> np.ndarray:
-    """``u ~ N(0, I)`` over the whole ``d x p`` array."""
-    return seeding.step_normals(key, "langevin-noise", step, int(np.prod(shape))).reshape(shape)
+def _direction(key: np.ndarray, step: int, W: np.ndarray) -> np.ndarray:
+    """``u ~ N(0, I)`` over the whole ``d x p`` array, in ``W``'s dtype."""
+    return seeding.step_normals(key, "langevin-noise", step, W.size).reshape(W.shape).astype(W.dtype)
 
 
 def matched(sigmas: np.ndarray, key: np.ndarray):
@@ -22,7 +22,7 @@ def matched(sigmas: np.ndarray, key: np.ndarray):
     def add(W, step, eta):
         if step >= len(sigmas) or sigmas[step] == 0.0:
             return W
-        u = _direction(key, step, W.shape)
+        u = _direction(key, step, W)
         return W + sigmas[step] * u / np.linalg.norm(u)
 
     return add
@@ -34,7 +34,7 @@ def temperature(T0: float, t_cool: int, key: np.ndarray):
     def add(W, step, eta):
         if step >= t_cool or T0 == 0.0:
             return W
-        return W + np.sqrt(2.0 * eta * T0) * _direction(key, step, W.shape)
+        return W + np.sqrt(2.0 * eta * T0) * _direction(key, step, W)
 
     return add
 

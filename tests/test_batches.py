@@ -15,12 +15,12 @@ def test_sgd_visits_every_sample_once_per_epoch_and_drops_the_remainder():
     assert (sgd.batch_size, sgd.steps_per_epoch) == (25, 4)
     epochs = []
     for epoch in range(3):
-        chunks = [sgd.select(epoch * 4 + j) for j in range(4)]
+        chunks = [np.flatnonzero(sgd.select(epoch * 4 + j)) for j in range(4)]
         assert all(len(c) == 25 for c in chunks)
         seen = np.concatenate(chunks)
         assert len(np.unique(seen)) == 100  # no repeats; 3 samples left out
         epochs.append(seen)
-    assert not np.array_equal(epochs[0], epochs[1])  # a fresh permutation each epoch
+    assert not np.array_equal(epochs[0][:25], epochs[1][:25])  # a fresh permutation each epoch
     assert len({tuple(np.setdiff1d(np.arange(103), e)) for e in epochs}) > 1  # not always the same 3 dropped
 
 
@@ -56,5 +56,4 @@ def test_p_sgd_chain_is_a_function_of_the_key_and_runs_forward_only():
 
 def test_full_batch_is_everything_once_per_epoch():
     full = batches.selector("gd", 10, 0.5, 2.0, 0.005, KEY)
-    assert full.steps_per_epoch == 1
-    np.testing.assert_array_equal(np.arange(10)[full.select(0)], np.arange(10))
+    assert full.steps_per_epoch == 1 and full.select(0) is None

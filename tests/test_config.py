@@ -3,7 +3,7 @@
 import pytest
 
 import phaseret
-from phaseret import training
+from phaseret import engine
 from phaseret.config import validate
 
 GOOD = dict(model="pr-quadratic", p=64, alpha=2.0, seed=0, max_epochs=10)
@@ -39,7 +39,7 @@ GOOD = dict(model="pr-quadratic", p=64, alpha=2.0, seed=0, max_epochs=10)
          "reference.lr, tau, batch_fraction", "flip"),
         (dict(algorithm="langevin", noise="matched", reference={"algorithm": "p-sgd", "noise": "x"}), "reference.noise", "unknown key"),
         (dict(noise="temperature"), "noise", "only Langevin"),
-        (dict(dtype="float32"), "dtype", "not available yet"),
+        (dict(dtype="float16"), "dtype", "expected one of"),
         (dict(backend="cuda"), "backend", "not available yet"),
         (dict(backend="tpu"), "backend", "expected one of"),
         (dict(init="spectral"), "init", "not available yet"),
@@ -52,7 +52,7 @@ def test_invalid_fields_are_named(keys, field, reason, monkeypatch):
     def no_computation(*args, **kwargs):
         raise AssertionError("computation started before validation finished")
 
-    monkeypatch.setattr(training, "make_dataset", no_computation)
+    monkeypatch.setattr(engine, "make_dataset", no_computation)
     with pytest.raises(ValueError, match=rf"^{field}: .*{reason}"):
         phaseret.train(**(GOOD | keys))
 

@@ -1,0 +1,77 @@
+"""What a run leaves behind: final values, the trajectory on a log-spaced epoch grid (SPEC 6, 8)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+
+from .config import RunConfig
+
+#: Trajectory and final variables: name -> (long_name, units).
+VARIABLES = {
+    "train_error": ("training error (evaluation activation, whole training set)", "1"),
+    "test_error": ("test error (population error for pr-quadratic)", "1"),
+    "test_error_sampled": ("test error on the sampled test set", "1"),
+    "train_loss": ("training loss (sum over samples, training activation)", "1"),
+    "overlap": ("largest overlap |m_k| / sqrt(q_kk Q) with the teacher", "1"),
+    "grad_ema": ("EMA of max |tangent gradient|", "1"),
+    "grad_ema_raw": ("EMA of max |gradient|", "1"),
+}
+
+
+def epoch_grid(max_epochs: int, points: int = 150) -> np.ndarray:
+    """``{0} U unique(round(geomspace(1, max_epochs, points)))`` (SPEC 6), int64."""
+    grid = np.unique(np.round(np.geomspace(1, max_epochs, points)).astype(np.int64))
+    return np.concatenate([[0], grid])
+
+
+@dataclass
+class RunResult:
+    """The outcome of one run. ``W`` (d, p) is the final student; ``trajectory`` an
+    ``xarray.Dataset`` over ``epoch``; ``unit_overlaps`` (d,) per hidden unit."""
+
+    config: RunConfig
+    status: str
+    epochs: int
+    steps: int
+    train_error: float
+    test_error: float
+    test_error_sampled: float
+    train_loss: float
+    overlap: float
+    unit_overlaps: np.ndarray
+    success: bool
+    grad_ema: float
+    grad_ema_raw: float
+    wall_seconds: float
+    W: np.ndarray
+    trajectory: xr.Dataset
+    gradient_jumps: np.ndarray | None = None  # the matched-noise record, when asked for
+
+
+class Trajectories:
+    """Metrics of R replicas on one epoch grid; points after a replica's stop stay NaN."""
+
+    def __init__(self, grid: np.ndarray, replicas: int):
+        self.grid = np.asarray(grid)
+        self.values = {name: np.full((replicas, len(self.grid)), np.nan) for name in VARIABLES}
+
+    def position(self, epoch: int) -> int | None:
+        """Index of ``epoch`` on the grid, or None."""
+        i = int(np.searchsorted(self.grid, epoch))
+        return i if i < len(self.grid) and self.grid[i] == epoch else None
+
+    def record(self, position: int, replicas: np.ndarray, metrics: dict) -> None:
+        """Store each trajectory variable of ``metrics`` (arrays over ``replicas``) at grid ``position``."""
+        for name, values in self.values.items():
+            values[replicas, position] = metrics[name]
+
+    def dataset(self, replica: int, label: str) -> xr.Dataset:
+        data_vars = {
+            name: ("epoch", values[replica], {"long_name": VARIABLES[name][0], "units": VARIABLES[name][1]})
+            for name, values in self.values.items()
+        }
+        coords = {"epoch": ("epoch", self.grid, {"long_name": "epoch", "units": "1"})}
+        return xr.Dataset(data_vars, coords=coords, attrs={"optimizer": label})
