@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 # Activation codes (training activation g and evaluation activation).
 SQUARE = 0  # g = lambda^2
@@ -125,12 +125,9 @@ def scores(Lam, act, eps, k_hat):
 
 # --- the step over a replica batch --------------------------------------------------------
 #
-# Both kernels measure every row (loss and error at the current W: the epoch's evaluation
-# is folded into the next step's forward pass) and take the gradient over the rows of each
-# replica's batch only. Sums run in a fixed order, whatever the thread count, so a result
-# does not depend on how many threads ran it.
-
-_ROW_CHUNKS = 16  # fixed: the summation order must not follow the thread count
+# The per-sample part measures every row (loss and error at the current W: the epoch's
+# evaluation is folded into the next step's forward pass) and gives the derivative only on
+# the rows of each replica's batch.
 
 
 @njit(cache=True)
@@ -147,62 +144,25 @@ def replica_factors(Lam, t, mask, d, act, evaluation, loss, eps, k_hat, door):
     """Per-sample part of R replicas on shared rows.
 
     ``Lam`` (n, R d) pre-activations, replica r in columns ``r d .. r d + d - 1``; ``t`` (n,);
-    ``mask`` (R, n) rows in each replica's batch. Returns ``D`` (n, R d), zero outside each
-    batch, and the loss and error sums over all rows, (R,) each.
+    ``mask`` (R, n) rows in each replica's batch. Returns ``D^T`` (R d, n), zero outside each
+    batch (transposed, so that ``G = D^T X`` is one contiguous product), and the loss and
+    error sums over all rows, (R,) each.
     """
     n, columns = Lam.shape
     R = columns // d
-    D = np.zeros_like(Lam)
+    Dt = np.zeros((columns, n), dtype=Lam.dtype)
     losses = np.zeros(R)
     errors = np.zeros(R)
     for mu in range(n):
         for r in range(R):
             row = Lam[mu, r * d : (r + 1) * d]
-            l, l1, _ = loss_terms(loss, _score(row, act, eps, k_hat), t[mu])
+            s = _score(row, act, eps, k_hat)
+            l, l1, _ = loss_terms(loss, s, t[mu])
             losses[r] += l
-            errors[r] += error_term(door, _score(row, evaluation, eps, k_hat), t[mu])
+            s_eval = s if evaluation == act else _score(row, evaluation, eps, k_hat)
+            errors[r] += error_term(door, s_eval, t[mu])
             if mask[r, mu]:
                 for k in range(d):
                     _, g1, _ = activation(act, row[k], eps)
-                    D[mu, r * d + k] = l1 * g1 / d
-    return D, losses, errors
-
-
-@njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
-def fused_step(X, W, t, mask, act, evaluation, loss, eps, k_hat, door):
-    """One replica in one pass over the rows of ``X`` (n, p): each row is read once for its
-    pre-activations at ``W`` (d, p) and, if ``mask[mu]``, added to the gradient. Returns the
-    gradient (d, p) over the batch and the loss and error sums over all rows."""
-    n, p = X.shape
-    d = W.shape[0]
-    G_parts = np.zeros((_ROW_CHUNKS, d, p), dtype=X.dtype)
-    loss_parts = np.zeros(_ROW_CHUNKS)
-    error_parts = np.zeros(_ROW_CHUNKS)
-    for chunk in prange(_ROW_CHUNKS):
-        lam = np.empty(d, dtype=X.dtype)
-        for mu in range(chunk * n // _ROW_CHUNKS, (chunk + 1) * n // _ROW_CHUNKS):
-            for k in range(d):
-                acc = 0.0
-                for i in range(p):
-                    acc += X[mu, i] * W[k, i]
-                lam[k] = acc
-            l, l1, _ = loss_terms(loss, _score(lam, act, eps, k_hat), t[mu])
-            loss_parts[chunk] += l
-            error_parts[chunk] += error_term(door, _score(lam, evaluation, eps, k_hat), t[mu])
-            if mask[mu]:
-                for k in range(d):
-                    _, g1, _ = activation(act, lam[k], eps)
-                    coefficient = l1 * g1 / d
-                    for i in range(p):
-                        G_parts[chunk, k, i] += coefficient * X[mu, i]
-    # Plain loops in a fixed order: inside a parallel kernel, array sums would become
-    # thread-count-dependent parallel reductions.
-    G = np.zeros((d, p), dtype=X.dtype)
-    total_loss, total_error = 0.0, 0.0
-    for chunk in range(_ROW_CHUNKS):
-        total_loss += loss_parts[chunk]
-        total_error += error_parts[chunk]
-        for k in range(d):
-            for i in range(p):
-                G[k, i] += G_parts[chunk, k, i]
-    return G, total_loss, total_error
+                    Dt[r * d + k, mu] = l1 * g1 / d
+    return Dt, losses, errors

@@ -56,21 +56,31 @@ class CellReport:
 
 
 def run_group(cells: tuple[Cell, ...], out_dir: str, grid) -> list[CellReport]:
-    """Run and store every unfinished cell of a group (the unit of work); a cell that raises is
-    recorded as failed with its traceback and the others go on."""
+    """Run a group (the unit of work) as one replica batch and store its unfinished cells.
+
+    A group with a missing cell runs whole, so the missing cell comes out bit-identical to
+    the run that was interrupted; cells already stored are not written again. A group that
+    raises records each unfinished cell as failed, with the traceback, and the study goes on.
+    """
     out_dir = Path(out_dir)
+    missing = [results.read_cell(out_dir, cell) is None for cell in cells]
+    if not any(missing):
+        return [CellReport(cell.name, "done", math.nan, 0.0) for cell in cells]
+    try:
+        outcomes = training.run_replicas([cell.config for cell in cells], grid)
+    except Exception:
+        trace = traceback.format_exc()
+        reports = []
+        for cell, todo in zip(cells, missing):
+            if todo:
+                results.write_failure(out_dir, cell, trace)
+            reports.append(CellReport(cell.name, "failed" if todo else "done", math.nan, math.nan))
+        return reports
     reports = []
-    for cell in cells:
-        if results.read_cell(out_dir, cell) is not None:
-            reports.append(CellReport(cell.name, "done", math.nan, 0.0))
-            continue
-        try:
-            result = training.run(cell.config, grid)
+    for cell, todo, result in zip(cells, missing, outcomes):
+        if todo:
             results.write_cell(out_dir, cell, result)
-            reports.append(CellReport(cell.name, result.status, result.test_error, result.wall_seconds))
-        except Exception:
-            results.write_failure(out_dir, cell, traceback.format_exc())
-            reports.append(CellReport(cell.name, "failed", math.nan, math.nan))
+        reports.append(CellReport(cell.name, result.status if todo else "done", result.test_error, result.wall_seconds))
     return reports
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
 def project(W: np.ndarray) -> np.ndarray:
     """Rescale every row onto the sphere: ``w_k <- sqrt(p) w_k / |w_k|``; shape (d, p) kept."""
-    p = W.shape[-1]
-    return W * (np.sqrt(p) / np.linalg.norm(W, axis=-1, keepdims=True))
+    radius = math.sqrt(W.shape[-1])  # a Python float keeps W's dtype (float32 stays float32)
+    return W * (radius / np.linalg.norm(W, axis=-1, keepdims=True))
 
 
 def tangent(G: np.ndarray, W: np.ndarray) -> np.ndarray:

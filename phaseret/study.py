@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import OPTIMIZER_KEYS, RUN_KEYS, RunConfig, validate
+from .data import n_samples
 from .training import epoch_grid
 
 AXES = ("p", "hidden", "alpha")
@@ -75,8 +76,29 @@ class Study:
         return sorted({getattr(cell, name) for cell in self.cells})
 
     def groups(self) -> list[tuple[Cell, ...]]:
-        """Units of work and of writing: one cell per group (until the replica engine groups them)."""
-        return [(cell,) for cell in self.cells]
+        """Units of work and of writing: the seeds of one (optimizer, p, hidden, alpha), in batches of
+        at most ``replica_batch_size`` replicas, a deterministic function of the study (SPEC 7)."""
+        groups = []
+        for _, seeds in itertools.groupby(self.cells, key=lambda c: (c.optimizer, c.p, c.hidden, c.alpha)):
+            seeds = list(seeds)
+            size = replica_batch_size(seeds[0].config)
+            groups.extend(tuple(seeds[i : i + size]) for i in range(0, len(seeds), size))
+        return groups
+
+
+#: At most this many replicas advance together, and per-seed instances take at most this many bytes.
+MAX_REPLICAS = 32
+MAX_REPLICA_BYTES = 2**30
+
+
+def replica_batch_size(config: RunConfig) -> int:
+    """How many seeds of a cell run as one replica batch: up to 32, and in the ``per-seed``
+    landscape no more than 1 GiB of training inputs (each replica has its own X)."""
+    if config.landscape == "shared":
+        return MAX_REPLICAS
+    itemsize = 4 if config.dtype == "float32" else 8
+    per_replica = (n_samples(config.alpha, config.p) + config.test_size) * config.p * itemsize
+    return max(1, min(MAX_REPLICAS, MAX_REPLICA_BYTES // per_replica))
 
 
 def load_study(path: str | Path, scale: str = "full") -> Study:

@@ -1,0 +1,90 @@
+"""The replica engine: a cell in a replica batch and alone agree (SPEC 7); float32 tracks float64."""
+
+import numpy as np
+import pytest
+
+from phaseret.config import validate
+from phaseret.study import build_study, replica_batch_size
+from phaseret.training import run, run_replicas
+
+NO_STOP = {"test_error": 0.0, "train_error": 0.0, "grad_ema": 0.0}
+METRICS = ("train_error", "test_error", "test_error_sampled", "train_loss", "overlap", "grad_ema", "grad_ema_raw")
+
+ALGORITHMS = [
+    dict(algorithm="gd"),
+    dict(algorithm="gd", update="heavy-ball"),
+    dict(algorithm="sgd", update="adam", lr=0.001, batch_fraction=0.25),
+    dict(algorithm="p-sgd", update="nesterov"),
+    dict(algorithm="langevin", noise="temperature", T0=0.001, t_cool=100),
+    dict(algorithm="langevin", noise="matched", reference={"algorithm": "p-sgd"}),
+]
+
+
+@pytest.mark.parametrize("keys", ALGORITHMS, ids=lambda k: f"{k['algorithm']}-{k.get('update', 'plain')}-{k.get('noise', '')}")
+@pytest.mark.parametrize("landscape", ["shared", "per-seed"])
+def test_a_cell_in_a_batch_equals_the_cell_alone(keys, landscape):
+    cell = dict(model="pr-quadratic", p=40, alpha=3.0, max_epochs=250, landscape=landscape, stop=NO_STOP)
+    configs = [validate(**cell, **keys, seed=seed) for seed in range(3)]
+    batch = run_replicas(configs)
+    for config, in_batch in zip(configs, batch):
+        alone = run(config)
+        assert (in_batch.status, in_batch.epochs, in_batch.steps) == (alone.status, alone.epochs, alone.steps)
+        assert in_batch.epochs >= 200
+        for name in METRICS:
+            assert getattr(in_batch, name) == pytest.approx(getattr(alone, name), rel=1e-9, abs=1e-12), name
+        np.testing.assert_allclose(in_batch.W, alone.W, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(in_batch.trajectory.test_error, alone.trajectory.test_error, rtol=1e-9)
+
+
+def test_replicas_that_stop_early_drop_out_and_the_rest_go_on():
+    configs = [validate(p=32, alpha=8.0, seed=seed, max_epochs=3000) for seed in range(4)]
+    batch = run_replicas(configs)
+    epochs = [r.epochs for r in batch]
+    assert len(set(epochs)) > 1  # they stopped at different epochs
+    for config, in_batch in zip(configs, batch):
+        alone = run(config)
+        assert (in_batch.status, in_batch.epochs) == (alone.status, alone.epochs)
+        assert in_batch.test_error == pytest.approx(alone.test_error, rel=1e-9)
+
+
+def test_door_models_with_committees_in_a_batch():
+    cell = dict(model="door-logistic", p=30, hidden=3, alpha=2.0, max_epochs=200, landscape="shared",
+                algorithm="p-sgd", update="heavy-ball", stop=NO_STOP)
+    configs = [validate(**cell, seed=seed) for seed in range(2)]
+    for config, in_batch in zip(configs, run_replicas(configs)):
+        alone = run(config)
+        assert in_batch.test_error == alone.test_error  # a fraction of a sampled set: exact
+        assert in_batch.train_loss == pytest.approx(alone.train_loss, rel=1e-9)
+
+
+def test_float32_tracks_float64_over_the_first_epochs():
+    """float32 rounding (6e-8 relative) grows with the dynamics; over the first 20 epochs of P-SGD
+    at p = 256 the test error of a float32 run stays within 1e-4 relative of float64's."""
+    keys = dict(p=256, alpha=2.0, seed=0, algorithm="p-sgd", update="nesterov", max_epochs=20, stop=NO_STOP)
+    double, single = run(validate(**keys)), run(validate(**keys, dtype="float32"))
+    assert single.W.dtype == np.float32 and double.W.dtype == np.float64
+    np.testing.assert_allclose(single.trajectory.test_error, double.trajectory.test_error, rtol=1e-4)
+    np.testing.assert_allclose(single.trajectory.train_loss, double.trajectory.train_loss, rtol=1e-4)
+    assert not np.array_equal(single.trajectory.test_error, double.trajectory.test_error)  # it really ran in float32
+
+
+def test_batches_must_differ_only_in_seed():
+    with pytest.raises(ValueError, match="^configs: .*only in `seed`"):
+        run_replicas([validate(alpha=1.0, p=16, seed=0), validate(alpha=1.0, p=16, seed=1, lr=0.01)])
+    with pytest.raises(ValueError, match="^configs: .*each seed once"):
+        run_replicas([validate(alpha=1.0, p=16), validate(alpha=1.0, p=16)])
+
+
+def test_study_groups_are_deterministic_and_memory_bounded():
+    table = {"name": "s", "alpha": [1.0, 2.0], "p": 64, "seeds": 40, "max_epochs": 10,
+             "optimizer": [{"algorithm": "gd"}, {"algorithm": "gd", "landscape": "shared", "label": "gd-shared"}]}
+    groups = build_study(table).groups()
+    assert [len(g) for g in groups] == [32, 8, 32, 8, 32, 8, 32, 8]
+    assert groups == build_study(table).groups()
+    assert all(len({(c.optimizer, c.alpha) for c in g}) == 1 for g in groups)
+    # Per-seed replicas hold their own X and test set: (n + n_test) p 8 bytes each, at most 1 GiB.
+    assert replica_batch_size(validate(alpha=2.0, p=1024)) == 32  # 25 MB each
+    assert replica_batch_size(validate(alpha=4.0, p=2048)) == 6  # 168 MB each
+    assert replica_batch_size(validate(alpha=4.0, p=2048, dtype="float32")) == 12
+    assert replica_batch_size(validate(alpha=4.5, p=4096)) == 1  # 738 MB
+    assert replica_batch_size(validate(alpha=4.5, p=4096, landscape="shared")) == 32
