@@ -5,7 +5,7 @@ weights ``W`` (R, d, p) of the live replicas it returns the gradients (R, d, p) 
 summed loss over each replica's batch and the loss and error sums over *all* rows
 (R,) each, the epoch's evaluation folded into the next step's forward pass.
 
-CPU strategy: BLAS products ``Lambda = X W^T`` and ``G = D^T X`` around the
+CPU strategy: BLAS products ``Lambda^T = W X^T`` and ``G = D^T X`` around the
 Numba per-sample kernel (residual, derivative, batch mask, loss and error in one
 pass over ``Lambda``). All replicas of a ``shared`` landscape go through one
 matrix-matrix product; a ``per-seed`` replica uses its own ``X``. A fused Numba
@@ -55,8 +55,8 @@ class CpuBackend:
 
     def _products(self, X, W, t, mask):
         R, d, p = W.shape
-        Lam = X @ W.reshape(R * d, p).T
-        Dt, losses, errors = kernels.replica_factors(Lam, t, mask, d, *self._codes)
+        Lam_t = W.reshape(R * d, p) @ X.T  # (R d, n): samples along the contiguous axis
+        Dt, losses, errors = kernels.replica_factors(Lam_t, t, mask, d, *self._codes)
         rows = np.flatnonzero(mask.any(axis=0)) if R * d >= SUBSET_COLUMNS else None
         if rows is not None and len(rows) < SUBSET_FRACTION * self.n:
             G = Dt[:, rows] @ X[rows]

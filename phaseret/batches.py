@@ -1,9 +1,10 @@
-"""Batch selection: which samples form the batch ``M_t`` of step ``t`` (SPEC 4).
+"""Batch selection: which samples form the batch ``M_t`` of step ``t`` (SPEC 4), for R replicas.
 
-A selector has ``steps_per_epoch`` and ``select(step)``, called with
-consecutive global steps ``0, 1, 2, ...``; it returns a boolean mask (n,) of the
-rows in the batch, or None for all rows. Random choices come from
-the cell's Philox key addressed by ``(stream, step)`` (SPEC 7).
+A selector has ``steps_per_epoch`` and ``select(step, replicas)``, called with consecutive
+global steps ``0, 1, 2, ...`` and the indices of the live replicas; it returns their
+boolean masks (len(replicas), n) of the rows in each batch, or None for all rows. Each
+replica's random choices come from its cell's Philox key (``keys`` (R, 2) uint64),
+addressed by ``(stream, step)`` (SPEC 7).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import math
 
 import numpy as np
 
-from . import seeding
+from . import philox, seeding
 
 
 class FullBatch:
@@ -20,7 +21,7 @@ class FullBatch:
 
     steps_per_epoch = 1
 
-    def select(self, step: int) -> None:
+    def select(self, step: int, replicas: np.ndarray) -> None:
         return None
 
 
@@ -29,25 +30,28 @@ class ShuffledChunks:
     the remainder dropped. The permutation of epoch ``e`` sorts the uniforms of step ``e`` of the
     ``sgd-permutation`` stream."""
 
-    def __init__(self, n: int, batch_fraction: float, key: np.ndarray):
+    def __init__(self, n: int, batch_fraction: float, keys: np.ndarray):
         self.n = n
         self.batch_size = int(batch_fraction * n)
         self.steps_per_epoch = n // self.batch_size
-        self._key = key
+        self._keys = keys
         self._epoch = -1
-        self._permutation = None
+        self._permutations = {}
 
-    def permutation(self, epoch: int) -> np.ndarray:
-        """The order of the samples in ``epoch``."""
-        return np.argsort(seeding.step_uniforms(self._key, "sgd-permutation", epoch, self.n), kind="stable")
+    def permutation(self, replica: int, epoch: int) -> np.ndarray:
+        """The order of the samples of ``replica`` in ``epoch``."""
+        uniforms = seeding.step_uniforms(self._keys[replica], "sgd-permutation", epoch, self.n)
+        return np.argsort(uniforms, kind="stable")
 
-    def select(self, step: int) -> np.ndarray:
+    def select(self, step: int, replicas: np.ndarray) -> np.ndarray:
         epoch, chunk = divmod(step, self.steps_per_epoch)
         if epoch != self._epoch:
-            self._epoch, self._permutation = epoch, self.permutation(epoch)
-        mask = np.zeros(self.n, dtype=bool)
-        mask[self._permutation[chunk * self.batch_size : (chunk + 1) * self.batch_size]] = True
-        return mask
+            self._epoch = epoch
+            self._permutations = {r: self.permutation(r, epoch) for r in replicas}
+        masks = np.zeros((len(replicas), self.n), dtype=bool)
+        for i, r in enumerate(replicas):
+            masks[i, self._permutations[r][chunk * self.batch_size : (chunk + 1) * self.batch_size]] = True
+        return masks
 
 
 class PersistentPoisson:
@@ -56,36 +60,35 @@ class PersistentPoisson:
     Step 0: each sample in with probability ``b``. Every later step, independently
     per sample: out -> in with probability ``eta/tau``, in -> out with probability
     ``(1-b) eta/(b tau)``, so the stationary in-fraction stays ``b``. ``eta`` is the
-    unscaled ``lr``. One uniform per sample per step decides both directions.
+    unscaled ``lr``. One uniform per sample per step decides both directions; the chains
+    of all replicas advance in one Numba call (:mod:`phaseret.philox`).
     """
 
-    def __init__(self, n: int, batch_fraction: float, tau: float, lr: float, key: np.ndarray):
+    def __init__(self, n: int, batch_fraction: float, tau: float, lr: float, keys: np.ndarray):
         self.n = n
         self.steps_per_epoch = math.ceil(1.0 / batch_fraction)
         self.probability_in = lr / tau
         self.probability_out = (1.0 - batch_fraction) * lr / (batch_fraction * tau)
         self._b = batch_fraction
-        self._key = key
+        self._keys = np.ascontiguousarray(keys, dtype=np.uint64)
+        self._member = np.zeros((len(keys), n), dtype=bool)
         self._step = -1
-        self._member = None
 
-    def select(self, step: int) -> np.ndarray:
+    def select(self, step: int, replicas: np.ndarray) -> np.ndarray:
         if step != self._step + 1:
             raise ValueError(f"step: the P-SGD chain runs forward one step at a time; expected {self._step + 1}, got {step}")
-        u = seeding.step_uniforms(self._key, "p-sgd-membership", step, self.n)
-        if step == 0:
-            self._member = u < self._b
-        else:
-            flip = np.where(self._member, u < self.probability_out, u < self.probability_in)
-            self._member = self._member ^ flip
+        philox.persistent_step(self._member, self._keys, np.asarray(replicas, dtype=np.int64),
+                               seeding.STREAMS["p-sgd-membership"], step, self._b,
+                               self.probability_in, self.probability_out)
         self._step = step
-        return self._member
+        return self._member[replicas]
 
 
-def selector(algorithm: str, n: int, batch_fraction: float, tau: float, lr: float, key: np.ndarray):
-    """The batch selector of ``algorithm`` (``gd``, ``sgd``, ``p-sgd``, ``langevin``)."""
+def selector(algorithm: str, n: int, batch_fraction: float, tau: float, lr: float, keys: np.ndarray):
+    """The batch selector of ``algorithm`` (``gd``, ``sgd``, ``p-sgd``, ``langevin``) for the
+    replicas whose Philox keys are ``keys`` (R, 2)."""
     if algorithm == "sgd":
-        return ShuffledChunks(n, batch_fraction, key)
+        return ShuffledChunks(n, batch_fraction, keys)
     if algorithm == "p-sgd":
-        return PersistentPoisson(n, batch_fraction, tau, lr, key)
+        return PersistentPoisson(n, batch_fraction, tau, lr, keys)
     return FullBatch()

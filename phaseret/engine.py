@@ -119,8 +119,8 @@ class _Engine:
         R = len(configs)
         self.W = np.stack([initial_weights(c.p, c.hidden, c.alpha, cell.seed, study_seed=c.study_seed)
                            for cell in configs]).astype(dtype)
-        keys = [training_key(cell) for cell in configs]
-        self.selectors = [batches.selector(c.algorithm, self.n, c.batch_fraction, c.tau, c.lr, key) for key in keys]
+        keys = np.stack([training_key(cell) for cell in configs])
+        self.selector = batches.selector(c.algorithm, self.n, c.batch_fraction, c.tau, c.lr, keys)
         self.rule = updates.rule(c.update, c.momentum, c.adam_eps)
         self.state = self.rule.init(self.W)
         self.noises = self._noise_sources(keys)
@@ -145,10 +145,10 @@ class _Engine:
 
     def run(self) -> list[RunResult]:
         step, epoch = 0, 0
-        steps_per_epoch = self.selectors[0].steps_per_epoch
+        steps_per_epoch = self.selector.steps_per_epoch
         while True:
             for j in range(steps_per_epoch):
-                masks = self._masks(step)
+                masks = self.selector.select(step, self.live)
                 G, losses, errors = self.train.step(self.W, masks, self.live)
                 if j == 0:  # the forward pass measured the weights after `epoch`
                     going_on = self._end_of_epoch(epoch, step, losses, errors)
@@ -160,10 +160,6 @@ class _Engine:
                 if self.live.size == 0:
                     return self.results
             epoch += 1
-
-    def _masks(self, step: int):
-        chosen = [self.selectors[r].select(step) for r in self.live]
-        return None if chosen[0] is None else np.stack(chosen)
 
     def _advance(self, G: np.ndarray, step: int, epoch: int) -> None:
         """One update of every live replica with its batch gradient ``G`` (R, d, p)."""

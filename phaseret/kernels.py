@@ -33,7 +33,7 @@ SQUARED = 0  # l = (s - t)^2 / 2
 LOGISTIC = 1  # l = log(1 + exp(-t s))
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def activation(kind, lam, eps):
     """``(g, g', g'')`` at ``lam``: ``lambda^2 -> (l^2, 2l, 2)``; smooth abs ``-> (r, l/r, eps/r^3)``, ``r = sqrt(l^2+eps)``."""
     if kind == SQUARE:
@@ -44,7 +44,7 @@ def activation(kind, lam, eps):
     return abs(lam), 0.0, 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _softplus(x):
     """``log(1 + exp(x))`` without overflow."""
     if x > 0.0:
@@ -52,7 +52,7 @@ def _softplus(x):
     return math.log1p(math.exp(x))
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _sigmoid(x):
     """``1 / (1 + exp(-x))`` without overflow."""
     if x >= 0.0:
@@ -61,7 +61,7 @@ def _sigmoid(x):
     return e / (1.0 + e)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def loss_terms(kind, s, t):
     """``(l, l', l'')`` at score ``s``, target ``t``: squared ``(r^2/2, r, 1)``, ``r = s - t``;
     logistic ``(softplus(-ts), -t sigma(-ts), sigma(ts) sigma(-ts))``."""
@@ -72,7 +72,7 @@ def loss_terms(kind, s, t):
     return _softplus(-m), -t * _sigmoid(-m), _sigmoid(m) * _sigmoid(-m)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _score(row, act, eps, k_hat):
     """Committee score of one sample: ``(1/d) sum_k g(lambda_k) - K_hat`` for ``row`` (d,)."""
     s = 0.0
@@ -130,7 +130,7 @@ def scores(Lam, act, eps, k_hat):
 # the rows of each replica's batch.
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def error_term(door, s, t):
     """Per-sample error of SPEC 3: ``(s - t)^2 / 2``, or for the door ``[sign(s) != t]`` (sign(0) = +1)."""
     if door:
@@ -139,30 +139,40 @@ def error_term(door, s, t):
     return 0.5 * r * r
 
 
+@njit(cache=True, inline="always")
+def _column_score(Lam_t, first, d, mu, act, eps, k_hat):
+    """Committee score of sample ``mu`` from rows ``first .. first + d - 1`` of ``Lam_t``."""
+    s = 0.0
+    for k in range(first, first + d):
+        g, _, _ = activation(act, Lam_t[k, mu], eps)
+        s += g
+    return s / d - k_hat
+
+
 @njit(cache=True)
-def replica_factors(Lam, t, mask, d, act, evaluation, loss, eps, k_hat, door):
+def replica_factors(Lam_t, t, mask, d, act, evaluation, loss, eps, k_hat, door):
     """Per-sample part of R replicas on shared rows.
 
-    ``Lam`` (n, R d) pre-activations, replica r in columns ``r d .. r d + d - 1``; ``t`` (n,);
+    ``Lam_t`` (R d, n) pre-activations, replica r in rows ``r d .. r d + d - 1``; ``t`` (n,);
     ``mask`` (R, n) rows in each replica's batch. Returns ``D^T`` (R d, n), zero outside each
-    batch (transposed, so that ``G = D^T X`` is one contiguous product), and the loss and
-    error sums over all rows, (R,) each.
+    batch, and the loss and error sums over all rows, (R,) each. Everything runs along the
+    samples, the contiguous axis.
     """
-    n, columns = Lam.shape
+    columns, n = Lam_t.shape
     R = columns // d
-    Dt = np.zeros((columns, n), dtype=Lam.dtype)
+    Dt = np.zeros((columns, n), dtype=Lam_t.dtype)
     losses = np.zeros(R)
     errors = np.zeros(R)
-    for mu in range(n):
-        for r in range(R):
-            row = Lam[mu, r * d : (r + 1) * d]
-            s = _score(row, act, eps, k_hat)
+    for r in range(R):
+        first = r * d
+        for mu in range(n):
+            s = _column_score(Lam_t, first, d, mu, act, eps, k_hat)
             l, l1, _ = loss_terms(loss, s, t[mu])
             losses[r] += l
-            s_eval = s if evaluation == act else _score(row, evaluation, eps, k_hat)
+            s_eval = s if evaluation == act else _column_score(Lam_t, first, d, mu, evaluation, eps, k_hat)
             errors[r] += error_term(door, s_eval, t[mu])
             if mask[r, mu]:
-                for k in range(d):
-                    _, g1, _ = activation(act, row[k], eps)
-                    Dt[r * d + k, mu] = l1 * g1 / d
+                for k in range(first, first + d):
+                    _, g1, _ = activation(act, Lam_t[k, mu], eps)
+                    Dt[k, mu] = l1 * g1 / d
     return Dt, losses, errors

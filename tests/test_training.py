@@ -157,15 +157,15 @@ def test_matched_noise_comes_from_the_reference_run_of_the_same_cell():
     # sigma_t is |g_t - g_(t-1)|: recompute two steps by hand from the same start and batches.
     data = phaseret.make_dataset("phase-retrieval", 32, 3.0, 0)
     model = phaseret.Model("pr-quadratic")
-    chain = batches.selector("p-sgd", data.X.shape[0], 0.5, 2.0, 0.005, training_key(ref))
+    chain = batches.selector("p-sgd", data.X.shape[0], 0.5, 2.0, 0.005, training_key(ref)[None])
     W = phaseret.initial_weights(32, 1, 3.0, 0)
     rule = updates.rule("heavy-ball", 0.9)
     state = rule.init(W)
-    m0 = chain.select(0).copy()
+    m0 = chain.select(0, np.array([0]))[0]
     g0 = model.grad(W, data.X[m0], data.y[m0])
     delta, state = rule.step(g0, state, 0.005)
     W = sphere.project(W + delta)
-    m1 = chain.select(1)
+    m1 = chain.select(1, np.array([0]))[0]
     g1 = model.grad(W, data.X[m1], data.y[m1])
     assert reference.gradient_jumps[1] == pytest.approx(np.linalg.norm(g1 - g0), rel=1e-12)
     # phaseret.train runs the reference once and reuses it.

@@ -1,0 +1,207 @@
+"""Seed-steps per second of phaseret's replica engine, a PyTorch CPU loop and this machine's roofline,
+measured side by side in one run (issue 5). pr-quadratic, p = 1024, alpha = 2 (n = 2048),
+b = 0.5, tau = 2, Nesterov 0.9, lr 0.005, d = 1 unless a row says otherwise.
+
+    python benchmarks/replicas.py            # needs torch for the PyTorch rows: pip install torch==2.13.0
+
+Every rate is the median of 5 repeats. A phaseret rate is the steady state of the whole
+training loop, the epoch's evaluation included: (steps of a long run - steps of a short run)
+/ (time of the long run - time of the short run), so set-up and compilation cancel out. The
+runs record their trajectory on the grid of a 20,002-epoch study, as a real study does
+(recording every epoch would measure the recorder, not the step).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+
+from phaseret.config import validate
+from phaseret.training import epoch_grid, run_replicas
+
+P, ALPHA, B, TAU, GAMMA, LR = 1024, 2.0, 0.5, 2.0, 0.9, 0.005
+N = int(ALPHA * P)
+REPEATS = 5
+THESIS_RATE = 80.0  # P-SGD steps/s of the thesis' own PyTorch code at this setting (issue 5)
+NO_STOP = {"test_error": 0.0, "train_error": 0.0, "grad_ema": 0.0}
+STUDY_GRID = epoch_grid(20_002)
+
+
+def median_rate(measure) -> float:
+    measure()  # warm up: compile, fault in memory
+    return statistics.median(measure() for _ in range(REPEATS))
+
+
+# --- phaseret --------------------------------------------------------------------------------
+
+
+def phaseret_rate(seeds: int, landscape: str, algorithm: str, dtype: str, hidden: int = 1, epochs: int = 60) -> float:
+    """Steady-state seed-steps per second of ``run_replicas`` (stops disabled)."""
+
+    def timed(max_epochs):
+        configs = [
+            validate(p=P, alpha=ALPHA, seed=s, hidden=hidden, algorithm=algorithm, update="nesterov", momentum=GAMMA,
+                     lr=LR, batch_fraction=B, tau=TAU, landscape=landscape, dtype=dtype, max_epochs=max_epochs, stop=NO_STOP)
+            for s in range(seeds)
+        ]
+        start = time.perf_counter()
+        results = run_replicas(configs, STUDY_GRID)
+        return time.perf_counter() - start, sum(r.steps for r in results)
+
+    def measure():
+        short_time, short_steps = timed(5)
+        long_time, long_steps = timed(5 + epochs)
+        return (long_steps - short_steps) / (long_time - short_time)
+
+    return median_rate(measure)
+
+
+# --- PyTorch: a competent CPU loop written for this benchmark --------------------------------
+
+
+def torch_rate(seeds: int, landscape: str, algorithm: str, dtype: str, hidden: int = 1, steps: int = 100) -> float:
+    """The same P-SGD+Nesterov (or GD) on pr-quadratic in PyTorch: tensor indexing, seeds batched
+    with ``torch.bmm`` (per-seed) or one matrix product over the stacked weights (shared), the
+    epoch's train error measured after every epoch, projection on the sphere."""
+    import torch
+
+    torch.set_num_threads(2)
+    tdtype = torch.float64 if dtype == "float64" else torch.float32
+    generator = torch.Generator().manual_seed(0)
+    shape = (N, P) if landscape == "shared" else (seeds, N, P)
+    X = torch.randn(shape, generator=generator, dtype=tdtype) / P**0.5
+    w_star = torch.randn(P, generator=generator, dtype=tdtype)
+    y2 = (X @ w_star) ** 2  # targets (n,) or (R, n)
+    W = torch.randn(seeds, hidden, P, generator=generator, dtype=tdtype)
+    W *= P**0.5 / W.norm(dim=-1, keepdim=True)
+    v = torch.zeros_like(W)
+    member = torch.rand(seeds, N, generator=generator) < B
+    p_in, p_out = LR / TAU, (1 - B) * LR / (B * TAU)
+    steps_per_epoch = 2 if algorithm == "p-sgd" else 1
+
+    def forward(W):
+        if landscape == "shared":
+            return torch.einsum("np,rkp->rnk", X, W)  # one product over the stacked weights
+        return torch.bmm(X, W.transpose(1, 2))  # (R, n, d)
+
+    def measure():
+        nonlocal W, v, member
+        start = time.perf_counter()
+        for step in range(steps):
+            lam = forward(W)
+            s = (lam**2).mean(-1)
+            residual = s - y2
+            if step % steps_per_epoch == 0:
+                train_error = 0.5 * (residual**2).mean(-1)  # the previous epoch's evaluation
+            if algorithm == "p-sgd":
+                u = torch.rand(seeds, N, generator=generator)
+                member = torch.where(member, u >= p_out, u < p_in)
+                residual = residual * member
+            D = residual.unsqueeze(-1) * 2 * lam / hidden  # (R, n, d)
+            if landscape == "shared":
+                G = torch.einsum("rnk,np->rkp", D, X)
+            else:
+                G = torch.bmm(D.transpose(1, 2), X)
+            v = GAMMA * v + G
+            W = W - LR * (G + GAMMA * v)
+            W = W * (P**0.5 / W.norm(dim=-1, keepdim=True))
+        float(train_error.sum())
+        return seeds * steps / (time.perf_counter() - start)
+
+    return median_rate(measure)
+
+
+# --- roofline --------------------------------------------------------------------------------
+
+
+def gemv_bandwidth(dtype: str) -> float:
+    """GB/s of ``X @ w`` with X (n, p)."""
+    X = np.random.default_rng(0).standard_normal((N, P)).astype(dtype)
+    w = np.ones(P, dtype=dtype)
+
+    def measure():
+        start = time.perf_counter()
+        for _ in range(50):
+            X @ w
+        return 50 * X.nbytes / (time.perf_counter() - start) / 1e9
+
+    return median_rate(measure)
+
+
+def gemm_rate(columns: int, dtype: str) -> float:
+    """GFLOP/s of the step's two products for ``columns`` = replicas x d: X W^T and D^T X."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((N, P)).astype(dtype)
+    W = rng.standard_normal((columns, P)).astype(dtype)
+    Dt = rng.standard_normal((columns, N)).astype(dtype)
+
+    def measure():
+        start = time.perf_counter()
+        for _ in range(10):
+            X @ W.T
+            Dt @ X
+        return 10 * 4 * N * P * columns / (time.perf_counter() - start) / 1e9
+
+    return median_rate(measure)
+
+
+def useful_gflops(rate: float, columns_per_seed: int, algorithm: str) -> float:
+    """GFLOP/s counting the forward pass over all rows and the backward pass over the batch's rows."""
+    batch = B if algorithm == "p-sgd" else 1.0
+    return rate * 2 * N * P * columns_per_seed * (1 + batch) / 1e9
+
+
+def useful_gbytes(rate: float, dtype: str, algorithm: str) -> float:
+    """GB/s of X a step must read at least: all rows (forward) plus the batch's rows (backward)."""
+    batch = B if algorithm == "p-sgd" else 1.0
+    return rate * N * P * np.dtype(dtype).itemsize * (1 + batch) / 1e9
+
+
+ROWS = [
+    # (seeds, landscape, algorithm, dtype, hidden)
+    (1, "shared", "p-sgd", "float64", 1),
+    (1, "shared", "p-sgd", "float32", 1),
+    (1, "shared", "gd", "float64", 1),
+    (10, "shared", "p-sgd", "float64", 1),
+    (10, "shared", "p-sgd", "float32", 1),
+    (32, "shared", "p-sgd", "float64", 1),
+    (32, "shared", "p-sgd", "float32", 1),
+    (32, "shared", "gd", "float64", 1),
+    (10, "per-seed", "p-sgd", "float64", 1),
+    (1, "shared", "p-sgd", "float64", 100),
+]
+
+
+def main() -> None:
+    try:
+        import torch  # noqa: F401
+
+        have_torch = True
+    except ImportError:
+        have_torch = False
+    bandwidth = {dt: gemv_bandwidth(dt) for dt in ("float64", "float32")}
+    print(f"roofline: GEMV bandwidth float64 {bandwidth['float64']:.1f} GB/s, float32 {bandwidth['float32']:.1f} GB/s")
+    header = (f"{'seeds':>5} {'landscape':>9} {'algo':>5} {'dtype':>7} {'d':>3} | {'phaseret':>9} {'x thesis':>8} | "
+              f"{'torch':>9} {'ratio':>6} | {'roofline':>22} {'reached':>8}")
+    print(header)
+    print("-" * len(header))
+    for seeds, landscape, algorithm, dtype, hidden in ROWS:
+        ours = phaseret_rate(seeds, landscape, algorithm, dtype, hidden)
+        peer = torch_rate(seeds, landscape, algorithm, dtype, hidden) if have_torch else float("nan")
+        columns = seeds * hidden if landscape == "shared" else hidden  # columns of one product with X
+        if columns == 1:
+            roof = bandwidth[dtype]
+            reached = useful_gbytes(ours, dtype, algorithm) / roof
+            roof_text = f"GEMV {roof:.0f} GB/s"
+        else:
+            roof = gemm_rate(columns, dtype)
+            reached = useful_gflops(ours, hidden, algorithm) / roof
+            roof_text = f"GEMM {roof:.0f} GFLOP/s"
+        print(f"{seeds:>5} {landscape:>9} {algorithm:>5} {dtype:>7} {hidden:>3} | {ours:>9.0f} {ours / THESIS_RATE:>7.0f}x | "
+              f"{peer:>9.0f} {ours / peer:>5.2f}x | {roof_text:>22} {reached:>7.0%}")
+
+
+if __name__ == "__main__":
+    main()

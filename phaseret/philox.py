@@ -1,0 +1,79 @@
+"""Philox4x64-10 in Numba, bit for bit the generator behind numpy's ``Philox`` (Salmon et al. 2011).
+
+Written with 32-bit halves only (no 128-bit product), so the same arithmetic can run in a
+GPU kernel. ``uniforms(key, stream, step, n)`` equals ``seeding.step_uniforms``: numpy
+increments the counter's first word before each block of four outputs, so block ``j`` of a
+step uses the counter ``[j + 1, stream, step, 0]``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_M0 = np.uint64(0xD2E7470EE14C6C93)
+_M1 = np.uint64(0xCA5A826395121157)
+_W0 = np.uint64(0x9E3779B97F4A7C15)
+_W1 = np.uint64(0xBB67AE8584CAA73B)
+_LOW = np.uint64(0xFFFFFFFF)
+_32 = np.uint64(32)
+_11 = np.uint64(11)
+_ROUNDS = 10
+
+
+@njit(cache=True, inline="always")
+def _mulhilo(a, b):
+    """High and low 64-bit words of the 128-bit product ``a * b``."""
+    a_lo, a_hi = a & _LOW, a >> _32
+    b_lo, b_hi = b & _LOW, b >> _32
+    lo_lo = a_lo * b_lo
+    hi_lo = a_hi * b_lo
+    lo_hi = a_lo * b_hi
+    cross = (lo_lo >> _32) + (hi_lo & _LOW) + lo_hi
+    high = a_hi * b_hi + (hi_lo >> _32) + (cross >> _32)
+    return high, a * b
+
+
+@njit(cache=True)
+def block(c0, c1, c2, c3, k0, k1):
+    """Philox4x64-10 of the counter ``(c0, c1, c2, c3)`` under the key ``(k0, k1)``: four uint64."""
+    for round_ in range(_ROUNDS):
+        if round_ > 0:
+            k0 += _W0
+            k1 += _W1
+        hi0, lo0 = _mulhilo(_M0, c0)
+        hi1, lo1 = _mulhilo(_M1, c2)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+    return c0, c1, c2, c3
+
+
+@njit(cache=True)
+def uniforms_into(out, key, stream, step):
+    """Fill ``out`` (n,) with the uniforms of ``(stream, step)`` under ``key`` (2 uint64): the top
+    53 bits of each output times 2^-53, as ``seeding.step_uniforms``."""
+    n = out.shape[0]
+    scale = 1.0 / 9007199254740992.0  # 2^-53
+    s, t = np.uint64(stream), np.uint64(step)
+    for j in range((n + 3) // 4):
+        words = block(np.uint64(j + 1), s, t, np.uint64(0), key[0], key[1])
+        for i in range(4):
+            if 4 * j + i < n:
+                out[4 * j + i] = (words[i] >> _11) * scale
+
+
+@njit(cache=True)
+def persistent_step(member, keys, replicas, stream, step, b, probability_in, probability_out):
+    """Advance the P-SGD chains of ``replicas`` one step in place (SPEC 4): ``member`` (R, n) bool,
+    ``keys`` (R, 2) uint64. Step 0 draws each sample in with probability ``b``; later steps flip
+    out -> in with ``probability_in`` and in -> out with ``probability_out``, one uniform each."""
+    n = member.shape[1]
+    u = np.empty(n)
+    for r in replicas:
+        uniforms_into(u, keys[r], stream, step)
+        for mu in range(n):
+            if step == 0:
+                member[r, mu] = u[mu] < b
+            elif member[r, mu]:
+                member[r, mu] = not (u[mu] < probability_out)
+            else:
+                member[r, mu] = u[mu] < probability_in
