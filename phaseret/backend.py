@@ -55,7 +55,7 @@ class CpuBackend:
 
     def _products(self, X, W, t, mask):
         R, d, p = W.shape
-        Lam_t = W.reshape(R * d, p) @ X.T  # (R d, n): samples along the contiguous axis
+        Lam_t = (X @ W.reshape(R * d, p).T).T
         Dt, losses, errors = kernels.replica_factors(Lam_t, t, mask, d, *self._codes)
         rows = np.flatnonzero(mask.any(axis=0)) if R * d >= SUBSET_COLUMNS else None
         if rows is not None and len(rows) < SUBSET_FRACTION * self.n:

@@ -78,15 +78,18 @@ def gradient_jumps(references: list[RunConfig]) -> list[np.ndarray]:
     return records
 
 
+#: Statuses by the index ``_stop_statuses`` returns; 0 goes on.
+_STATUSES = ("", "diverged", "converged-train", "converged-test", "stationary", "max-epochs")
+
+
 def _stop_statuses(config: RunConfig, train_error, test_error, ema) -> np.ndarray:
-    """The first SPEC 6 status that applies to each replica after an epoch ('' to go on)."""
+    """Index into ``_STATUSES`` of the first SPEC 6 status that applies to each replica after an
+    epoch (0 to go on)."""
     stop = config.stop
     finite = np.isfinite(train_error) & np.isfinite(test_error)
     return np.select(
-        [~finite, train_error < stop.train_error, test_error < stop.test_error, ema < stop.grad_ema],
-        ["diverged", "converged-train", "converged-test", "stationary"],
-        default="",
-    ).astype(object)
+        [~finite, train_error < stop.train_error, test_error < stop.test_error, ema < stop.grad_ema], [1, 2, 3, 4], 0
+    )
 
 
 class _Engine:
@@ -193,17 +196,17 @@ class _Engine:
         train_error = errors / self.n
         test_error = population_error(self.W, self.w_star) if self.population else self._sampled_test_error()
         ema = self.ema[self.live, 0 if c.stop.grad_measure == "tangent" else 1]
-        status = _stop_statuses(c, train_error, test_error, ema) if epoch > 0 else np.full(len(self.live), "", object)
+        status = _stop_statuses(c, train_error, test_error, ema) if epoch > 0 else np.zeros(len(self.live), int)
         if epoch == c.max_epochs:
-            status[status == ""] = "max-epochs"
-        stopping = status != ""
+            status[status == 0] = _STATUSES.index("max-epochs")
+        stopping = status > 0
         position = self.trajectories.position(epoch)
         if position is not None or stopping.any():
             metrics = self._metrics(train_error, test_error, losses)
             if position is not None:
                 self.trajectories.record(position, self.live, metrics)
             for i in np.flatnonzero(stopping):
-                self._finish(i, status[i], epoch, step, metrics)
+                self._finish(i, _STATUSES[status[i]], epoch, step, metrics)
         self._drop(~stopping)
         return ~stopping
 
