@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from . import batches, noise, seeding, sphere, updates
+from . import batches, kernels, noise, seeding, sphere, updates
 from .backend import CpuBackend
 from .config import RunConfig, reference_config
 from .data import initial_weights, make_dataset
@@ -167,9 +167,8 @@ class _Engine:
     def _advance(self, G: np.ndarray, step: int, epoch: int) -> None:
         """One update of every live replica with its batch gradient ``G`` (R, d, p)."""
         c = self.config
-        raw = np.max(np.abs(G), axis=(1, 2))
-        tangent = np.max(np.abs(sphere.tangent(G, self.W)), axis=(1, 2)) if c.projection else raw
-        measured = np.stack([tangent, raw], axis=1)
+        measured = kernels.gradient_maxima(G, self.W, c.projection)  # (tangent, raw) per replica
+        raw = measured[:, 1]
         previous = self.ema[self.live]
         self.ema[self.live] = np.where(np.isnan(previous), measured, 0.9 * previous + 0.1 * measured)
         if self.jumps is not None:

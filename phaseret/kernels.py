@@ -176,3 +176,34 @@ def replica_factors(Lam_t, t, mask, d, act, evaluation, loss, eps, k_hat, door):
                     _, g1, _ = activation(act, Lam_t[k, mu], eps)
                     Dt[k, mu] = l1 * g1 / d
     return Dt, losses, errors
+
+
+@njit(cache=True, error_model="numpy")  # a diverged W may have zero rows: NaN, not an exception
+def gradient_maxima(G, W, tangent):
+    """Per replica ``(max |g_tan|, max |g|)`` for the gradient EMA (SPEC 3), shape (R, 2).
+
+    NumPy meaning: ``max |sphere.tangent(G, W)|`` and ``max |G|`` over each replica's (d, p);
+    ``g_tan = g_k - (g_k . w_k / |w_k|^2) w_k``. With ``tangent`` False both columns are the raw
+    maximum. A non-finite gradient gives NaN in both columns.
+    """
+    R, d, p = G.shape
+    out = np.zeros((R, 2))
+    for r in range(R):
+        raw, tan, finite = 0.0, 0.0, True
+        for k in range(d):
+            radial = 0.0
+            if tangent:
+                dot, norm2 = 0.0, 0.0
+                for i in range(p):
+                    dot += G[r, k, i] * W[r, k, i]
+                    norm2 += W[r, k, i] * W[r, k, i]
+                radial = dot / norm2
+            for i in range(p):
+                g = abs(G[r, k, i])
+                if not math.isfinite(g):
+                    finite = False
+                raw = max(raw, g)
+                tan = max(tan, abs(G[r, k, i] - radial * W[r, k, i]))
+        out[r, 0] = tan if finite else np.nan
+        out[r, 1] = raw if finite else np.nan
+    return out

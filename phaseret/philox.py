@@ -1,7 +1,8 @@
 """Philox4x64-10 in Numba, bit for bit the generator behind numpy's ``Philox`` (Salmon et al. 2011).
 
-Written with 32-bit halves only (no 128-bit product), so the same arithmetic can run in a
-GPU kernel. ``uniforms(key, stream, step, n)`` equals ``seeding.step_uniforms``: numpy
+The 64 x 64 -> 128-bit products use LLVM's native 128-bit multiply (one ``mul`` on x86-64;
+a GPU kernel has ``umul64hi``). ``uniforms_into(out, key, stream, step)`` equals
+``seeding.step_uniforms``: numpy
 increments the counter's first word before each block of four outputs, so block ``j`` of a
 step uses the counter ``[j + 1, stream, step, 0]``.
 """
@@ -9,29 +10,34 @@ step uses the counter ``[j + 1, stream, step, 0]``.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 _M0 = np.uint64(0xD2E7470EE14C6C93)
 _M1 = np.uint64(0xCA5A826395121157)
 _W0 = np.uint64(0x9E3779B97F4A7C15)
 _W1 = np.uint64(0xBB67AE8584CAA73B)
-_LOW = np.uint64(0xFFFFFFFF)
-_32 = np.uint64(32)
 _11 = np.uint64(11)
 _ROUNDS = 10
+
+
+@intrinsic
+def _mulhi(typingctx, a, b):
+    """High 64-bit word of the 128-bit product of two uint64."""
+
+    def codegen(context, builder, signature, args):
+        wide = ir.IntType(128)
+        product = builder.mul(builder.zext(args[0], wide), builder.zext(args[1], wide))
+        return builder.trunc(builder.lshr(product, ir.Constant(wide, 64)), ir.IntType(64))
+
+    return types.uint64(types.uint64, types.uint64), codegen
 
 
 @njit(cache=True, inline="always")
 def _mulhilo(a, b):
     """High and low 64-bit words of the 128-bit product ``a * b``."""
-    a_lo, a_hi = a & _LOW, a >> _32
-    b_lo, b_hi = b & _LOW, b >> _32
-    lo_lo = a_lo * b_lo
-    hi_lo = a_hi * b_lo
-    lo_hi = a_lo * b_hi
-    cross = (lo_lo >> _32) + (hi_lo & _LOW) + lo_hi
-    high = a_hi * b_hi + (hi_lo >> _32) + (cross >> _32)
-    return high, a * b
+    return _mulhi(a, b), a * b
 
 
 @njit(cache=True)
