@@ -10,10 +10,12 @@ from . import sphere
 from .data import Dataset, initial_weights, make_dataset, teacher
 from .metrics import overlap, population_error, unit_overlaps
 from .models import MODELS, Model
+from .state_evolution import amp_threshold
 from .training import RunResult, epoch_grid, run_replicas, train
 
 __all__ = [
     "__version__",
+    "amp_threshold",
     "Dataset",
     "MODELS",
     "Model",
