@@ -19,8 +19,9 @@ import numpy as np
 
 from . import batches, kernels, noise, seeding, sphere, updates
 from .backend import CpuBackend
-from .config import RunConfig, reference_config
-from .data import initial_weights, make_dataset
+from .baselines import run_baseline, starting_point
+from .config import BASELINES, RunConfig, reference_config
+from .data import make_dataset
 from .metrics import population_error, unit_overlaps
 from .models import Model
 from .records import RunResult, Trajectories, epoch_grid
@@ -53,6 +54,8 @@ def run_replicas(configs: list[RunConfig], grid=None, *, record_gradient_jumps: 
     Overflow is no warning here: a non-finite value ends that replica with status ``diverged``."""
     check_replicas(configs)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        if configs[0].algorithm in BASELINES:
+            return [run_baseline(config, grid) for config in configs]
         return _Engine(configs, grid, record_gradient_jumps).run()
 
 
@@ -120,8 +123,9 @@ class _Engine:
         self.population = c.model == "pr-quadratic"
 
         R = len(configs)
-        self.W = np.stack([initial_weights(c.p, c.hidden, c.alpha, cell.seed, study_seed=c.study_seed)
-                           for cell in configs]).astype(dtype)
+        self.W = np.stack([
+            starting_point(cell, datasets[0 if shared else i], self.model.task) for i, cell in enumerate(configs)
+        ]).astype(dtype)
         keys = np.stack([training_key(cell) for cell in configs])
         self.selector = batches.selector(c.algorithm, self.n, c.batch_fraction, c.tau, c.lr, keys)
         self.rule = updates.rule(c.update, c.momentum, c.adam_eps)
