@@ -87,6 +87,8 @@ def gamp(
             g_new, dg = output(omega, V)
             g = (1 - damping) * g_new + damping * g
             A = -alpha * float(np.mean(dg))
+            if prior is gaussian_prior:
+                A = max(A, 0.0)  # guard: the posterior variance 1/(1+A) stays within the prior's 1
             B = X.T @ g + A * w_hat
             mean, variance = prior(A, B)
             new = (1 - damping) * mean + damping * w_hat

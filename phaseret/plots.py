@@ -71,8 +71,20 @@ def _hold_final(runs: np.ndarray, finals: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(runs), finals[:, None], runs)
 
 
+def _amp_task(ds: xr.Dataset) -> str | None:
+    """The task when the study runs GAMP (its figures then show state evolution), else None."""
+    import json
+
+    from .models import MODELS
+
+    if "gamp" not in [str(a) for a in ds["algorithm"].values]:
+        return None
+    return MODELS[json.loads(ds.attrs["study"]).get("model", "pr-quadratic")].task
+
+
 def success_figure(ds: xr.Dataset) -> Figure:
-    """Success probability vs alpha per optimizer, with 95% Wilson intervals over the seeds run."""
+    """Success probability vs alpha per optimizer, with 95% Wilson intervals over the seeds run;
+    with GAMP in the study, the algorithmic threshold of state evolution as a vertical line."""
     figure = Figure(figsize=(6, 4))
     ax = figure.subplots()
     for label, line in _lines(ds.success):
@@ -83,6 +95,11 @@ def success_figure(ds: xr.Dataset) -> Figure:
         low, high = wilson_interval(successes.values, trials)
         share = successes.values / trials
         ax.errorbar(alpha, share, yerr=[share - low, high - share], marker="o", capsize=3, label=label)
+    task = _amp_task(ds)
+    if task is not None:
+        from .state_evolution import amp_threshold
+
+        ax.axvline(amp_threshold(task), color="grey", linestyle="--", label="AMP threshold (state evolution)")
     ax.set_xlabel(_label(ds.alpha))
     ax.set_ylabel(f"success probability\n(95% Wilson interval, {ds.sizes['seed']} seeds)")
     ax.set_ylim(-0.05, 1.05)
@@ -92,13 +109,24 @@ def success_figure(ds: xr.Dataset) -> Figure:
 
 
 def test_error_figure(ds: xr.Dataset) -> Figure:
-    """Mean final test error over seeds vs alpha, log scale."""
+    """Mean final test error over seeds vs alpha, log scale; with GAMP in the study, the weights'
+    MSE ``1 - q`` of state evolution (and for the door its Bayes-optimal test error) as lines."""
     figure = Figure(figsize=(6, 4))
     ax = figure.subplots()
     for label, line in _lines(ds.test_error):
         mean = line.mean("seed")
         keep = mean.notnull()
         ax.plot(line.alpha[keep], mean[keep], marker="o", label=label)
+    task = _amp_task(ds)
+    if task is not None:
+        from .state_evolution import door_bayes_test_error, mse
+
+        alphas = np.linspace(float(ds.alpha.min()), float(ds.alpha.max()), 40)
+        ax.plot(alphas, [max(mse(task, a), 1e-6) for a in alphas], color="grey", linestyle="--",
+                label="state evolution: weights' MSE 1 - q")
+        if task == "symmetric-door":
+            ax.plot(alphas, [max(door_bayes_test_error(a), 1e-6) for a in alphas], color="black", linestyle=":",
+                    label="state evolution: Bayes-optimal test error")
     ax.set_yscale("log")
     ax.set_xlabel(_label(ds.alpha))
     ax.set_ylabel(_label(ds.test_error, "mean final {} over seeds"))

@@ -71,6 +71,14 @@ def mse(task: str, alpha: float, K: float = DEFAULT_K) -> float:
     return 1.0 - fixed_point(task, alpha, K)
 
 
+def door_bayes_test_error(alpha: float, K: float = DEFAULT_K) -> float:
+    """Test error (fraction misclassified) of the Bayes-optimal classifier of the door at GAMP's
+    overlap: ``E_xi min(Z_+, Z_-)`` at ``omega = sqrt(q) xi``, ``V = 1 - q``."""
+    q = fixed_point("symmetric-door", alpha, K)
+    log_plus, log_minus = door_log_partitions(np.sqrt(q) * _GRID, 1.0 - q, K)
+    return float(_GRID_WEIGHTS @ np.exp(np.minimum(log_plus, log_minus)))
+
+
 def amp_threshold(task: str, K: float = DEFAULT_K, tolerance: float = 1e-3) -> float:
     """Smallest alpha at which state evolution from an uninformed start reaches perfect recovery
     (1.128 for phase retrieval, 1.566 for the door at K = 0.67449), by bisection."""

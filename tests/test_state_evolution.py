@@ -69,3 +69,10 @@ def test_state_evolution_below_and_above_the_thresholds():
     assert state_evolution.mse("symmetric-door", 1.7) <= 1e-3
     with pytest.raises(ValueError, match="^task:"):
         state_evolution.fixed_point("phase-retrival", 1.0)
+
+
+def test_door_bayes_test_error():
+    # Uninformed (alpha below weak recovery): the best guess errs on half the samples at K = 0.67449.
+    assert state_evolution.door_bayes_test_error(1.0) == pytest.approx(0.5, abs=1e-3)
+    assert state_evolution.door_bayes_test_error(1.7) < 1e-3  # perfect recovery above 1.566
+    assert 0.0 < state_evolution.door_bayes_test_error(1.5) < 0.5
