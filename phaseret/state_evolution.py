@@ -54,13 +54,16 @@ def next_overlap(task: str, q: float, alpha: float, K: float = DEFAULT_K) -> flo
 
 
 def fixed_point(task: str, alpha: float, K: float = DEFAULT_K, q0: float = Q0, iterations: int = 20_000) -> float:
-    """The overlap state evolution reaches from ``q0`` (the uninformed start by default)."""
+    """The overlap state evolution reaches from ``q0`` (the uninformed start by default); exactly
+    1 once it passes ``PERFECT`` (recovery is then perfect in the limit)."""
     if task not in TASKS:
         raise ValueError(f"task: unknown value {task!r}; expected one of {', '.join(TASKS)}")
     q = q0
     for _ in range(iterations):
         new = min(max(next_overlap(task, q, alpha, K), 0.0), 1.0)  # quadrature rounding stays in [0, 1]
-        if new >= PERFECT or abs(new - q) < 1e-13:
+        if new >= PERFECT:
+            return 1.0
+        if abs(new - q) < 1e-13:
             return new
         q = new
     return q
