@@ -8,7 +8,6 @@ holds another configuration than the study's, counts as not done.
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import subprocess
