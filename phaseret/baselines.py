@@ -19,7 +19,7 @@ from .data import Dataset, initial_weights, make_dataset
 from .gamp import gamp
 from .metrics import population_error, unit_overlaps
 from .models import Model
-from .records import RunResult, Trajectories, epoch_grid
+from .records import RunResult, Trajectories, epoch_grid, finished
 from .spectral import spectral_estimate
 
 #: GAMP's random start is the cell's start scaled down to this size per coordinate (SPEC 11: small).
@@ -76,17 +76,8 @@ def run_baseline(config: RunConfig, grid=None) -> RunResult:
                       converged=converged)
         W, status, epochs = sphere.project(result.w_hat[None, :]), result.status, result.iterations
         metrics = measure(model, data, W)
-    if status == "diverged":
-        metrics = {k: (np.full_like(v, np.nan) if isinstance(v, np.ndarray) else np.nan) for k, v in metrics.items()}
-    return RunResult(
-        config=c, status=status, epochs=epochs, steps=epochs,
-        train_error=float(metrics["train_error"]), test_error=float(metrics["test_error"]),
-        test_error_sampled=float(metrics["test_error_sampled"]), train_loss=float(metrics["train_loss"]),
-        overlap=float(metrics["overlap"]), unit_overlaps=np.asarray(metrics["unit_overlaps"]),
-        success=bool(metrics["test_error"] < c.stop.success), grad_ema=np.nan, grad_ema_raw=np.nan,
-        wall_seconds=time.perf_counter() - started, W=W,
-        trajectory=trajectories.dataset(0, c.optimizer_label),
-    )
+    return finished(c, status, epochs, epochs, metrics, W=W, trajectory=trajectories.dataset(0, c.optimizer_label),
+                    wall_seconds=time.perf_counter() - started)
 
 
 def starting_point(config: RunConfig, data: Dataset, task: str) -> np.ndarray:

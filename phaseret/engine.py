@@ -24,7 +24,7 @@ from .config import BASELINES, RunConfig, reference_config
 from .data import make_dataset
 from .metrics import population_error, unit_overlaps
 from .models import Model
-from .records import RunResult, Trajectories, epoch_grid
+from .records import RunResult, Trajectories, epoch_grid, finished
 
 #: Keys that do not change a cell's training draws: the budget, the stopping
 #: rule and how it runs, so that a longer budget replays the same batches.
@@ -222,7 +222,8 @@ class _Engine:
         return {
             "train_error": train_error,
             "test_error": test_error,
-            "test_error_sampled": self._sampled_test_error(),
+            # For models without a population error, test_error is already the sampled one.
+            "test_error_sampled": self._sampled_test_error() if self.population else test_error,
             "train_loss": losses,
             "overlap": overlaps.max(axis=-1),
             "grad_ema": self.ema[self.live, 0],
@@ -231,31 +232,16 @@ class _Engine:
         }
 
     def _finish(self, i: int, status: str, epochs: int, steps: int, metrics: dict | None) -> None:
-        """Store the result of live replica ``i``; ``metrics`` None (NaN finals) for a divergence."""
+        """Store the result of live replica ``i``; ``metrics`` None for a divergence mid-epoch."""
         r = int(self.live[i])
         config = self.configs[r]
-        if metrics is None or status == "diverged":
-            finals = {name: np.nan for name in ("train_error", "test_error", "test_error_sampled", "train_loss", "overlap")}
-            finals["unit_overlaps"] = np.full(config.hidden, np.nan)
-        else:
-            finals = {name: values[i] for name, values in metrics.items()}
-        self.results[r] = RunResult(
-            config=config,
-            status=status,
-            epochs=epochs,
-            steps=steps,
-            train_error=float(finals["train_error"]),
-            test_error=float(finals["test_error"]),
-            test_error_sampled=float(finals["test_error_sampled"]),
-            train_loss=float(finals["train_loss"]),
-            overlap=float(finals["overlap"]),
-            unit_overlaps=np.asarray(finals["unit_overlaps"]),
-            success=bool(finals["test_error"] < config.stop.success),
-            grad_ema=float(self.ema[r, 0]),
-            grad_ema_raw=float(self.ema[r, 1]),
-            wall_seconds=time.perf_counter() - self.started,
+        finals = {} if metrics is None else {name: values[i] for name, values in metrics.items()}
+        finals |= {"grad_ema": self.ema[r, 0], "grad_ema_raw": self.ema[r, 1]}
+        self.results[r] = finished(
+            config, status, epochs, steps, finals,
             W=self.W[i].copy(),
             trajectory=self.trajectories.dataset(r, config.optimizer_label),
+            wall_seconds=time.perf_counter() - self.started,
             gradient_jumps=None if self.jumps is None else np.asarray(self.jumps[r]),
         )
 

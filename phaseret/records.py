@@ -51,6 +51,31 @@ class RunResult:
     gradient_jumps: np.ndarray | None = None  # the matched-noise record, when asked for
 
 
+#: The measured finals, NaN for a diverged run.
+MEASURED = ("train_error", "test_error", "test_error_sampled", "train_loss", "overlap")
+
+
+def finished(config: RunConfig, status: str, epochs: int, steps: int, finals: dict, *, W: np.ndarray,
+             trajectory: xr.Dataset, wall_seconds: float, gradient_jumps: np.ndarray | None = None) -> RunResult:
+    """The result of a run from its final values: ``finals`` holds ``MEASURED``, ``unit_overlaps``,
+    ``grad_ema`` and ``grad_ema_raw``. A diverged run reports NaN for the measured ones."""
+    if status == "diverged":
+        finals = finals | {name: np.nan for name in MEASURED} | {"unit_overlaps": np.full(config.hidden, np.nan)}
+    return RunResult(
+        config=config,
+        status=status,
+        epochs=epochs,
+        steps=steps,
+        **{name: float(finals[name]) for name in MEASURED + ("grad_ema", "grad_ema_raw")},
+        unit_overlaps=np.asarray(finals["unit_overlaps"]),
+        success=bool(finals["test_error"] < config.stop.success),
+        wall_seconds=wall_seconds,
+        W=W,
+        trajectory=trajectory,
+        gradient_jumps=gradient_jumps,
+    )
+
+
 class Trajectories:
     """Metrics of R replicas on one epoch grid; points after a replica's stop stay NaN."""
 
