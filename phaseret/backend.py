@@ -50,8 +50,12 @@ class CpuBackend:
             mask = np.ones((R, self.n), dtype=bool)
         if self.shared:
             return self._products(self.X, W, self.t, mask)
-        results = [self._products(self.X[r], W[i : i + 1], self.t[r], mask[i : i + 1]) for i, r in enumerate(replicas)]
-        return tuple(np.concatenate(parts) for parts in zip(*results))
+        G = np.empty_like(W)
+        losses, errors = np.empty(R), np.empty(R)
+        for i, r in enumerate(replicas):
+            G[i : i + 1], losses[i : i + 1], errors[i : i + 1] = self._products(
+                self.X[r], W[i : i + 1], self.t[r], mask[i : i + 1])
+        return G, losses, errors
 
     def _products(self, X, W, t, mask):
         R, d, p = W.shape

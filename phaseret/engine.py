@@ -89,10 +89,13 @@ def _stop_statuses(config: RunConfig, train_error, test_error, ema) -> np.ndarra
     """Index into ``_STATUSES`` of the first SPEC 6 status that applies to each replica after an
     epoch (0 to go on)."""
     stop = config.stop
-    finite = np.isfinite(train_error) & np.isfinite(test_error)
-    return np.select(
-        [~finite, train_error < stop.train_error, test_error < stop.test_error, ema < stop.grad_ema], [1, 2, 3, 4], 0
-    )
+    status = np.zeros(len(train_error), dtype=int)
+    # Lowest priority first, so that the first status that applies is the one that stays.
+    status[ema < stop.grad_ema] = 4
+    status[test_error < stop.test_error] = 3
+    status[train_error < stop.train_error] = 2
+    status[~(np.isfinite(train_error) & np.isfinite(test_error))] = 1
+    return status
 
 
 class _Engine:
