@@ -1,24 +1,36 @@
-"""The step over a replica batch: the one interface between the training loop and the kernels.
+"""Backends: the state of a replica batch between steps and the step itself.
 
-A backend holds one instance's data and answers ``step(W, mask, replicas)``: at the
-weights ``W`` (R, d, p) of the live replicas it returns the gradients (R, d, p) of the
-summed loss over each replica's batch and the loss and error sums over *all* rows
-(R,) each, the epoch's evaluation folded into the next step's forward pass.
+The engine (:mod:`phaseret.engine`) knows no optimizer and no device. It drives a
+*replica state* through four calls per step and a few per epoch:
 
-CPU strategy: BLAS products ``Lambda^T = W X^T`` and ``G = D^T X`` around the
-Numba per-sample kernel (residual, derivative, batch mask, loss and error in one
-pass over ``Lambda``). All replicas of a ``shared`` landscape go through one
-matrix-matrix product; a ``per-seed`` replica uses its own ``X``. A fused Numba
-row kernel (each row read once) was measured slower than OpenBLAS's two
-matrix-vector products at p = 1024, n = 2048 (0.37 ms against 0.29 ms in
-float64, 0.31 ms against 0.13 ms in float32), so it is not used.
+* ``gradients(step, measure)``: draw each live replica's batch ``M_t`` and compute the
+  batch gradients at the current ``W``; with ``measure`` also return the loss and
+  error sums (R,) over *all* training rows at that ``W`` (the epoch's evaluation,
+  folded into the step's forward pass);
+* ``update(step)``: gradient EMA, update rule, Langevin noise, projection, and the
+  first non-finite step of each replica (``diverged_at``);
+* per epoch: ``weights()`` (R, d, p), ``ema()`` (R, 2), ``test_error_sums()`` (R,),
+  ``diverged_at()`` (R,), and ``keep(mask)`` to drop finished replicas.
+
+Everything a backend returns is a host NumPy array: a GPU backend crosses to the host
+once per epoch, for the stopping rule only. ``CpuReplicas`` is the NumPy/Numba one;
+``phaseret.cuda_backend.CudaReplicas`` (imported lazily by :func:`replicas`) the GPU one.
+
+CPU products: BLAS ``Lambda^T = W X^T`` and ``G = D^T X`` around the Numba per-sample
+kernel (residual, derivative, batch mask, loss and error in one pass over ``Lambda``).
+All replicas of a ``shared`` landscape go through one matrix-matrix product; a
+``per-seed`` replica uses its own ``X``. A fused Numba row kernel (each row read once)
+was measured slower than OpenBLAS's two matrix-vector products at p = 1024, n = 2048
+(0.37 ms against 0.29 ms in float64; with ``fastmath`` and two threads 0.38-0.44 ms
+against 0.31-0.42 ms), so it is not used.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from . import kernels
+from . import batches, kernels, noise, sphere, updates
+from .config import RunConfig
 from .models import Model
 
 #: The backward product skips the rows outside every batch when they are more than a quarter
@@ -29,8 +41,23 @@ SUBSET_FRACTION = 0.75
 SUBSET_COLUMNS = 64
 
 
-class CpuBackend:
-    """Numba/BLAS step over a replica batch.
+def replicas(backend: str, model: Model, config: RunConfig, instance: dict, W0: np.ndarray, keys: np.ndarray,
+             noise_records: list | None, record_jumps: bool):
+    """The replica state of ``backend`` (``cpu`` or ``cuda``, see :func:`resolve`).
+
+    ``instance`` holds ``X``, ``t``, ``X_test``, ``t_test`` in the step's dtype, shared
+    (n, p) or one per replica (R, n, p); ``W0`` (R, d, p) the starts; ``keys`` (R, 2) uint64
+    the cells' Philox keys; ``noise_records`` the matched-noise records of Langevin cells.
+    """
+    if backend == "cuda":
+        from .cuda_backend import CudaReplicas  # lazily: numba-cuda is an optional extra
+
+        return CudaReplicas(model, config, instance, W0, keys, noise_records, record_jumps)
+    return CpuReplicas(model, config, instance, W0, keys, noise_records, record_jumps)
+
+
+class CpuProducts:
+    """Numba/BLAS gradients and sums of one instance.
 
     ``X`` is (n, p) for a shared landscape or (R, n, p) with one instance per replica,
     ``t`` the targets (n,) or (R, n); the arrays' dtype is the step's dtype.
@@ -67,3 +94,85 @@ class CpuBackend:
         else:
             G = Dt @ X
         return G.reshape(R, d, p), losses, errors
+
+
+def noise_sources(config: RunConfig, keys: np.ndarray, records: list | None) -> list | None:
+    """The Langevin noise source of each replica (:mod:`phaseret.noise`), None for other algorithms."""
+    if config.algorithm != "langevin":
+        return None
+    if config.noise == "temperature":
+        return [noise.temperature(config.T0, config.t_cool, key) for key in keys]
+    return [noise.matched(record, key) for record, key in zip(records, keys)]
+
+
+class CpuReplicas:
+    """The replica state on the CPU: NumPy arrays, the products of :class:`CpuProducts`."""
+
+    def __init__(self, model, config, instance, W0, keys, noise_records, record_jumps):
+        c = self.config = config
+        self.train = CpuProducts(model, instance["X"], instance["t"])
+        self.test = CpuProducts(model, instance["X_test"], instance["t_test"])
+        self.W = W0
+        self.live = np.arange(len(W0))
+        self.selector = batches.selector(c.algorithm, self.train.n, c.batch_fraction, c.tau, c.lr, keys)
+        self.steps_per_epoch = self.selector.steps_per_epoch
+        self.rule = updates.rule(c.update, c.momentum, c.adam_eps)
+        self.state = self.rule.init(W0)
+        self.noises = noise_sources(c, keys, noise_records)
+        self._ema = np.full((len(W0), 2), np.nan)  # (tangent, raw) per live replica
+        self._diverged_at = np.full(len(W0), -1)
+        self.jumps = [[] for _ in range(len(W0))] if record_jumps else None
+        self.previous_G = None
+        self.G = None
+
+    def gradients(self, step: int, measure: bool):
+        masks = self.selector.select(step, self.live)
+        self.G, losses, errors = self.train.step(self.W, masks, self.live)
+        return (losses, errors) if measure else None
+
+    def update(self, step: int) -> None:
+        c, G = self.config, self.G
+        measured = kernels.gradient_maxima(G, self.W, c.projection)  # (tangent, raw) per replica
+        previous = self._ema
+        self._ema = np.where(np.isnan(previous), measured, 0.9 * previous + 0.1 * measured)
+        if self.jumps is not None:
+            for i, r in enumerate(self.live):
+                jump = 0.0 if self.previous_G is None else float(np.linalg.norm(G[i] - self.previous_G[i]))
+                self.jumps[r].append(jump)
+            self.previous_G = G.copy()
+        delta, self.state = self.rule.step(G, self.state, c.step_size)
+        self.W = self.W + delta
+        if self.noises is not None:
+            for i, r in enumerate(self.live):
+                self.W[i] = self.noises[r](self.W[i], step, c.step_size)
+        if c.projection:
+            self.W = sphere.project(self.W)
+        diverged = ~np.isfinite(measured[:, 1]) | ~np.all(np.isfinite(self.W), axis=(1, 2))
+        self._diverged_at[diverged & (self._diverged_at < 0)] = step
+
+    def weights(self) -> np.ndarray:
+        return self.W
+
+    def ema(self) -> np.ndarray:
+        return self._ema
+
+    def diverged_at(self) -> np.ndarray:
+        return self._diverged_at
+
+    def test_error_sums(self) -> np.ndarray:
+        nothing = np.zeros((len(self.live), self.test.n), dtype=bool)
+        return self.test.step(self.W, nothing, self.live)[2]
+
+    def gradient_jumps(self, replica: int) -> np.ndarray:
+        """The recorded ``|g_t - g_{t-1}|_F`` of ``replica`` (an index into the original batch)."""
+        return np.asarray(self.jumps[replica])
+
+    def keep(self, keep: np.ndarray) -> None:
+        if keep.all():
+            return
+        self.live = self.live[keep]
+        self.W, self.G = self.W[keep], self.G[keep]
+        self._ema, self._diverged_at = self._ema[keep], self._diverged_at[keep]
+        self.state = tuple(s[keep] if isinstance(s, np.ndarray) else s for s in self.state)
+        if self.previous_G is not None:
+            self.previous_G = self.previous_G[keep]

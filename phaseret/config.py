@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+from .devices import resolve
 from .data import DEFAULT_K, LANDSCAPES, TEACHERS, n_samples
 from .models import MODELS
 
@@ -19,10 +20,6 @@ BASELINES = ("gamp", "spectral")  # SPEC 11: epochs count GAMP's iterations
 UPDATES = ("plain", "heavy-ball", "nesterov", "adam")
 NOISES = ("matched", "temperature")
 REFERENCE_ALGORITHMS = ("p-sgd", "sgd")
-#: Values SPEC 10 names that later parts of phaseret implement; refused until then.
-NOT_YET = {
-    "backend": ("cuda", "auto"),
-}
 
 
 @dataclass(frozen=True)
@@ -197,9 +194,6 @@ def validate(**keys) -> RunConfig:
         raise ValueError("alpha: required (the sample ratio n/p)")
     _check_table(keys, {**_RUN_KEYS, **_OPTIMIZER_KEYS})
     _check_table(keys.get("stop", {}), _STOP_KEYS, "stop.")
-    for key, refused in NOT_YET.items():
-        if keys.get(key) in refused:
-            raise ValueError(f"{key}: {keys[key]!r} is not available yet in this version of phaseret")
     table = {**_RUN_KEYS, **_OPTIMIZER_KEYS, **_STOP_KEYS}
     as_typed = {k: float(v) if table[k][0] == _FLOAT else v for k, v in keys.items() if k != "stop"}
     stop = Stop(**{k: float(v) if table[k][0] == _FLOAT else v for k, v in keys.get("stop", {}).items()})
@@ -209,7 +203,9 @@ def validate(**keys) -> RunConfig:
 
 
 def _check_combinations(c: RunConfig) -> None:
-    """Checks that involve more than one key."""
+    """Checks that involve more than one key, or the machine."""
+    if c.backend == "cuda":
+        resolve(c.backend)  # refuses cuda where no GPU is visible
     n = n_samples(c.alpha, c.p)
     if n < 1:
         raise ValueError(f"alpha: floor(alpha p) = {n} training samples; need at least 1")

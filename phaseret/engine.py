@@ -1,12 +1,12 @@
 """The replica engine: cells that differ only in their seed advance in lockstep (SPEC 4-7).
 
-One loop serves every optimizer: the batch selectors give each replica's
-``M_t``, the backend's step (:mod:`phaseret.backend`) gives the gradients and,
-from the same forward pass, the loss and error of the current weights (the
-previous epoch's evaluation), the update rule moves every replica at once, the
-noise sources kick Langevin replicas, and the projection puts every unit back
-on its sphere. After each epoch the SPEC 6 statuses are checked per replica;
-finished replicas drop out, so the cost follows the live ones.
+One loop serves every optimizer and every device: the backend's replica state
+(:mod:`phaseret.backend`, CPU or CUDA) draws each replica's ``M_t``, computes the
+gradients and, from the same forward pass, the loss and error of the current
+weights (the previous epoch's evaluation), then applies the update rule, the
+Langevin noise and the projection to every replica at once. After each epoch the
+SPEC 6 statuses are checked per replica; finished replicas drop out, so the cost
+follows the live ones.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import time
 
 import numpy as np
 
-from . import batches, kernels, noise, seeding, sphere, updates
-from .backend import CpuBackend
+from . import seeding
+from .backend import replicas
+from .devices import resolve
 from .baselines import run_baseline, starting_point
 from .config import BASELINES, RunConfig, reference_config
 from .data import make_dataset
@@ -99,13 +100,14 @@ def _stop_statuses(config: RunConfig, train_error, test_error, ema) -> np.ndarra
 
 
 class _Engine:
-    """The state of a replica batch between steps."""
+    """A replica batch: its backend state (:mod:`phaseret.backend`), trajectories and results."""
 
     def __init__(self, configs: list[RunConfig], grid, record_gradient_jumps: bool):
         self.started = time.perf_counter()
         self.configs = configs
         c = self.config = configs[0]
         self.model = Model(c.model, c.hidden, c.loss_eps, c.K)
+        backend = resolve(c.backend)
         dtype = np.dtype(c.dtype)
         shared = c.landscape == "shared"
         datasets = [
@@ -120,108 +122,77 @@ class _Engine:
             values = arrays[0] if shared else np.stack(arrays)
             return (self.model.targets(values) if name.startswith("y") else values).astype(dtype)
 
-        self.train = CpuBackend(self.model, stacked("X"), stacked("y"))
-        self.test = CpuBackend(self.model, stacked("X_test"), stacked("y_test"))
+        instance = {"X": stacked("X"), "t": stacked("y"), "X_test": stacked("X_test"), "t_test": stacked("y_test")}
         self.n, self.n_test = datasets[0].X.shape[0], datasets[0].X_test.shape[0]
         self.population = c.model == "pr-quadratic"
-
-        R = len(configs)
-        self.W = np.stack([
+        W0 = np.stack([
             starting_point(cell, datasets[0 if shared else i], self.model.task) for i, cell in enumerate(configs)
         ]).astype(dtype)
         keys = np.stack([training_key(cell) for cell in configs])
-        self.selector = batches.selector(c.algorithm, self.n, c.batch_fraction, c.tau, c.lr, keys)
-        self.rule = updates.rule(c.update, c.momentum, c.adam_eps)
-        self.state = self.rule.init(self.W)
-        self.noises = self._noise_sources(keys)
-        self.eta = c.step_size
-        self.trajectories = Trajectories(epoch_grid(c.max_epochs) if grid is None else grid, R)
-        self.live = np.arange(R)
-        self.ema = np.full((R, 2), np.nan)  # (tangent, raw) per replica
-        self.jumps = [[] for _ in range(R)] if record_gradient_jumps else None
-        self.previous_G = None
-        self.results: list[RunResult | None] = [None] * R
-
-    def _noise_sources(self, keys):
-        c = self.config
-        if c.algorithm != "langevin":
-            return None
-        if c.noise == "temperature":
-            return [noise.temperature(c.T0, c.t_cool, key) for key in keys]
-        records = gradient_jumps([reference_config(cell) for cell in self.configs])
-        return [noise.matched(record, key) for record, key in zip(records, keys)]
+        records = None
+        if c.algorithm == "langevin" and c.noise == "matched":
+            records = gradient_jumps([reference_config(cell) for cell in configs])
+        self.replicas = replicas(backend, self.model, c, instance, W0, keys, records, record_gradient_jumps)
+        self.record_jumps = record_gradient_jumps
+        self.trajectories = Trajectories(epoch_grid(c.max_epochs) if grid is None else grid, len(configs))
+        self.live = np.arange(len(configs))
+        self.results: list[RunResult | None] = [None] * len(configs)
 
     # --- the loop ---------------------------------------------------------------------
 
     def run(self) -> list[RunResult]:
         step, epoch = 0, 0
-        steps_per_epoch = self.selector.steps_per_epoch
+        steps_per_epoch = self.replicas.steps_per_epoch
         while True:
             for j in range(steps_per_epoch):
-                masks = self.selector.select(step, self.live)
-                G, losses, errors = self.train.step(self.W, masks, self.live)
+                measured = self.replicas.gradients(step, measure=j == 0)
                 if j == 0:  # the forward pass measured the weights after `epoch`
-                    going_on = self._end_of_epoch(epoch, step, losses, errors)
-                    G = G[going_on]
+                    self._end_of_epoch(epoch, step, *measured)
                     if self.live.size == 0:
                         return self.results
-                self._advance(G, step, epoch)
+                self.replicas.update(step)
                 step += 1
-                if self.live.size == 0:
-                    return self.results
             epoch += 1
 
-    def _advance(self, G: np.ndarray, step: int, epoch: int) -> None:
-        """One update of every live replica with its batch gradient ``G`` (R, d, p)."""
-        c = self.config
-        measured = kernels.gradient_maxima(G, self.W, c.projection)  # (tangent, raw) per replica
-        raw = measured[:, 1]
-        previous = self.ema[self.live]
-        self.ema[self.live] = np.where(np.isnan(previous), measured, 0.9 * previous + 0.1 * measured)
-        if self.jumps is not None:
-            for i, r in enumerate(self.live):
-                jump = 0.0 if self.previous_G is None else float(np.linalg.norm(G[i] - self.previous_G[i]))
-                self.jumps[r].append(jump)
-            self.previous_G = G.copy()
-        delta, self.state = self.rule.step(G, self.state, self.eta)
-        self.W = self.W + delta
-        if self.noises is not None:
-            for i, r in enumerate(self.live):
-                self.W[i] = self.noises[r](self.W[i], step, self.eta)
-        if c.projection:
-            self.W = sphere.project(self.W)
-        diverged = ~np.isfinite(raw) | ~np.all(np.isfinite(self.W), axis=(1, 2))
-        if diverged.any():
-            for i in np.flatnonzero(diverged):
-                self._finish(i, "diverged", epoch + 1, step + 1, None)
-            self._drop(~diverged)
+    def _end_of_epoch(self, epoch: int, step: int, losses, errors) -> None:
+        """Check the stops after ``epoch``, record the trajectory and drop the replicas that stop.
 
-    def _end_of_epoch(self, epoch: int, step: int, losses, errors) -> np.ndarray:
-        """Check the stops after ``epoch`` and record the trajectory; return which live replicas go on."""
+        A replica whose gradient or weights went non-finite during the epoch ends ``diverged`` at
+        that step, with NaN finals."""
         c = self.config
+        W = self.replicas.weights()
+        diverged_at = self.replicas.diverged_at()
+        for i in np.flatnonzero(diverged_at >= 0):
+            s = int(diverged_at[i])
+            self._finish(i, "diverged", s // self.replicas.steps_per_epoch + 1, s + 1, None, W)
         train_error = errors / self.n
-        test_error = population_error(self.W, self.w_star) if self.population else self._sampled_test_error()
-        ema = self.ema[self.live, 0 if c.stop.grad_measure == "tangent" else 1]
-        status = _stop_statuses(c, train_error, test_error, ema) if epoch > 0 else np.zeros(len(self.live), int)
+        test_error = population_error(W, self.w_star) if self.population else self._sampled_test_error()
+        ema = self.replicas.ema()
+        status = _stop_statuses(c, train_error, test_error, ema[:, 0 if c.stop.grad_measure == "tangent" else 1])
+        if epoch == 0:
+            status[:] = 0
         if epoch == c.max_epochs:
             status[status == 0] = _STATUSES.index("max-epochs")
+        status[diverged_at >= 0] = -1  # already finished
         stopping = status > 0
         position = self.trajectories.position(epoch)
         if position is not None or stopping.any():
-            metrics = self._metrics(train_error, test_error, losses)
+            metrics = self._metrics(W, ema, train_error, test_error, losses)
             if position is not None:
-                self.trajectories.record(position, self.live, metrics)
+                going_on = status >= 0
+                self.trajectories.record(position, self.live[going_on], {k: v[going_on] for k, v in metrics.items()})
             for i in np.flatnonzero(stopping):
-                self._finish(i, _STATUSES[status[i]], epoch, step, metrics)
-        self._drop(~stopping)
-        return ~stopping
+                self._finish(i, _STATUSES[status[i]], epoch, step, metrics, W)
+        keep = status == 0
+        if not keep.all():
+            self.live = self.live[keep]
+            self.replicas.keep(keep)
 
     def _sampled_test_error(self) -> np.ndarray:
-        nothing = np.zeros((len(self.live), self.n_test), dtype=bool)
-        return self.test.step(self.W, nothing, self.live)[2] / self.n_test
+        return self.replicas.test_error_sums() / self.n_test
 
-    def _metrics(self, train_error, test_error, losses) -> dict:
-        overlaps = unit_overlaps(self.W, self.w_star)
+    def _metrics(self, W, ema, train_error, test_error, losses) -> dict:
+        overlaps = unit_overlaps(W, self.w_star)
         return {
             "train_error": train_error,
             "test_error": test_error,
@@ -229,31 +200,22 @@ class _Engine:
             "test_error_sampled": self._sampled_test_error() if self.population else test_error,
             "train_loss": losses,
             "overlap": overlaps.max(axis=-1),
-            "grad_ema": self.ema[self.live, 0],
-            "grad_ema_raw": self.ema[self.live, 1],
+            "grad_ema": ema[:, 0],
+            "grad_ema_raw": ema[:, 1],
             "unit_overlaps": overlaps,
         }
 
-    def _finish(self, i: int, status: str, epochs: int, steps: int, metrics: dict | None) -> None:
-        """Store the result of live replica ``i``; ``metrics`` None for a divergence mid-epoch."""
+    def _finish(self, i: int, status: str, epochs: int, steps: int, metrics: dict | None, W) -> None:
+        """Store the result of live replica ``i``; ``metrics`` None for a divergence (NaN finals)."""
         r = int(self.live[i])
         config = self.configs[r]
+        ema = self.replicas.ema()
         finals = {} if metrics is None else {name: values[i] for name, values in metrics.items()}
-        finals |= {"grad_ema": self.ema[r, 0], "grad_ema_raw": self.ema[r, 1]}
+        finals |= {"grad_ema": ema[i, 0], "grad_ema_raw": ema[i, 1]}
         self.results[r] = finished(
             config, status, epochs, steps, finals,
-            W=self.W[i].copy(),
+            W=np.array(W[i], dtype=W.dtype),
             trajectory=self.trajectories.dataset(r, config.optimizer_label),
             wall_seconds=time.perf_counter() - self.started,
-            gradient_jumps=None if self.jumps is None else np.asarray(self.jumps[r]),
+            gradient_jumps=self.replicas.gradient_jumps(r) if self.record_jumps else None,
         )
-
-    def _drop(self, keep: np.ndarray) -> None:
-        """Keep only the replicas marked in ``keep`` (over the live ones)."""
-        if keep.all():
-            return
-        self.live = self.live[keep]
-        self.W = self.W[keep]
-        self.state = tuple(s[keep] if isinstance(s, np.ndarray) else s for s in self.state)
-        if self.previous_G is not None:
-            self.previous_G = self.previous_G[keep]

@@ -40,7 +40,7 @@ def _mulhilo(a, b):
     return _mulhi(a, b), a * b
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def block(c0, c1, c2, c3, k0, k1):
     """Philox4x64-10 of the counter ``(c0, c1, c2, c3)`` under the key ``(k0, k1)``: four uint64."""
     for round_ in range(_ROUNDS):

@@ -3,7 +3,7 @@
 import pytest
 
 import phaseret
-from phaseret import engine
+from phaseret import devices, engine
 from phaseret.config import validate
 
 GOOD = dict(model="pr-quadratic", p=64, alpha=2.0, seed=0, max_epochs=10)
@@ -41,7 +41,6 @@ GOOD = dict(model="pr-quadratic", p=64, alpha=2.0, seed=0, max_epochs=10)
         (dict(algorithm="langevin", noise="matched", reference={"algorithm": "p-sgd", "noise": "x"}), "reference.noise", "unknown key"),
         (dict(noise="temperature"), "noise", "only Langevin"),
         (dict(dtype="float16"), "dtype", "expected one of"),
-        (dict(backend="cuda"), "backend", "not available yet"),
         (dict(backend="tpu"), "backend", "expected one of"),
         (dict(init="warm"), "init", "expected one of"),
         (dict(stop={"patience": 3}), "stop.patience", "unknown key"),
@@ -56,6 +55,14 @@ def test_invalid_fields_are_named(keys, field, reason, monkeypatch):
     monkeypatch.setattr(engine, "make_dataset", no_computation)
     with pytest.raises(ValueError, match=rf"^{field}: .*{reason}"):
         phaseret.train(**(GOOD | keys))
+
+
+def test_cuda_backend_is_refused_without_a_gpu(monkeypatch):
+    monkeypatch.setattr(devices, "gpu_visible", lambda: False)
+    monkeypatch.setattr(engine, "make_dataset", lambda *a, **k: pytest.fail("computation started"))
+    with pytest.raises(ValueError, match="^backend: 'cuda' needs numba-cuda .* none is visible here"):
+        phaseret.train(**(GOOD | {"backend": "cuda"}))
+    assert devices.resolve("auto") == "cpu"
 
 
 def test_alpha_is_required():
