@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
-    study = load_study(args.study, args.scale)  # the whole file is validated before any work
+    study = load_study(args.study, args.scale, args.backend)  # the whole file is validated before any work
     if args.workers < 1:
         raise ValueError(f"--workers: must be >= 1, got {args.workers}")
     out = Path(args.out) if args.out else Path("results") / (study.name if args.scale == "quick" else f"{study.name}_{args.scale}")
@@ -71,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("study", help="the study's TOML file")
     run.add_argument("--scale", default="full", help="full (the file's own values) or a [scale.NAME] table, e.g. quick")
     run.add_argument("--out", help="results folder (default results/NAME for --scale quick, results/NAME_SCALE otherwise)")
+    run.add_argument("--backend", choices=("cpu", "cuda", "auto"),
+                     help="replaces the study's backend key: cpu, cuda (a GPU), auto (cuda when a GPU is visible)")
     run.add_argument("--workers", type=int, default=1, help="1: in-process; N: a local Dask cluster of N single-threaded workers")
     run.add_argument("--scheduler", help="address of an existing Dask scheduler, e.g. tcp://HOST:8786")
     run.add_argument("--slurm", action="store_true", help="start Dask workers as SLURM jobs (dask-jobqueue)")

@@ -86,23 +86,27 @@ class Study:
         return groups
 
 
-#: At most this many replicas advance together, and per-seed instances take at most this many bytes.
-MAX_REPLICAS = 32
-MAX_REPLICA_BYTES = 2**30
+#: At most this many replicas advance together, and per-seed instances take at most this many
+#: bytes, by the study's ``backend`` key (not by the machine: grouping is a function of the file).
+#: ``auto`` groups as ``cpu``, so a study means the same groups everywhere.
+MAX_REPLICAS = {"cpu": 32, "auto": 32, "cuda": 1024}
+MAX_REPLICA_BYTES = {"cpu": 2**30, "auto": 2**30, "cuda": 8 * 2**30}
 
 
 def replica_batch_size(config: RunConfig) -> int:
-    """How many seeds of a cell run as one replica batch: up to 32, and in the ``per-seed``
-    landscape no more than 1 GiB of training inputs (each replica has its own X)."""
+    """How many seeds of a cell run as one replica batch: up to 32 (1024 with ``backend = "cuda"``),
+    and in the ``per-seed`` landscape no more than 1 GiB (8 GiB) of inputs (each replica has its own X)."""
+    most = MAX_REPLICAS[config.backend]
     if config.landscape == "shared":
-        return MAX_REPLICAS
+        return most
     itemsize = 4 if config.dtype == "float32" else 8
     per_replica = (n_samples(config.alpha, config.p) + config.test_size) * config.p * itemsize
-    return max(1, min(MAX_REPLICAS, MAX_REPLICA_BYTES // per_replica))
+    return max(1, min(most, MAX_REPLICA_BYTES[config.backend] // per_replica))
 
 
-def load_study(path: str | Path, scale: str = "full") -> Study:
-    """Read and validate a study file; raise ``StudyError`` naming the file, the key and the reason."""
+def load_study(path: str | Path, scale: str = "full", backend: str | None = None) -> Study:
+    """Read and validate a study file; raise ``StudyError`` naming the file, the key and the reason.
+    ``backend`` (the CLI's ``--backend``) replaces the file's ``backend`` for every optimizer."""
     path = Path(path)
     try:
         with open(path, "rb") as handle:
@@ -112,16 +116,21 @@ def load_study(path: str | Path, scale: str = "full") -> Study:
     except tomllib.TOMLDecodeError as error:
         raise StudyError(f"{path}: not valid TOML ({error})") from None
     try:
-        return build_study(table, scale, source=str(path))
+        return build_study(table, scale, source=str(path), backend=backend)
     except StudyError:
         raise
     except ValueError as error:
         raise StudyError(f"{path}: {error}") from None
 
 
-def build_study(table: dict, scale: str = "full", source: str = "<table>") -> Study:
+def build_study(table: dict, scale: str = "full", source: str = "<table>", backend: str | None = None) -> Study:
     """Validate a parsed study table and expand it into cells (raises ``ValueError``)."""
     raw_table, table = table, _apply_scale(table, scale)
+    if backend is not None:
+        table = {**table, "backend": backend}
+        if isinstance(table.get("optimizer"), list):
+            table["optimizer"] = [{k: v for k, v in t.items() if k != "backend"} if isinstance(t, dict) else t
+                                  for t in table["optimizer"]]
     allowed = set(STUDY_KEYS) | set(RUN_KEYS) - {"seed"}
     if "seed" in table or any("seed" in t for t in table.get("optimizer", []) if isinstance(t, dict)):
         raise ValueError("seed: not a study key; runs are numbered 0 .. seeds-1 by `seeds`")
