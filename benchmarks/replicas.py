@@ -38,13 +38,16 @@ def median_rate(measure) -> float:
 # --- phaseret --------------------------------------------------------------------------------
 
 
-def phaseret_rate(seeds: int, landscape: str, algorithm: str, dtype: str, hidden: int = 1) -> float:
-    """Steady-state seed-steps per second of ``run_replicas`` (stops disabled)."""
+def phaseret_rate(seeds: int, landscape: str, algorithm: str, dtype: str, hidden: int = 1, *, backend: str = "cpu",
+                  p: int = P, epochs: tuple[int, int] | None = None) -> float:
+    """Steady-state seed-steps per second of ``run_replicas`` (stops disabled): the steps of a
+    ``short + extra``-epoch run minus those of a ``short``-epoch run over the difference of their times."""
 
     def timed(max_epochs):
         configs = [
-            validate(p=P, alpha=ALPHA, seed=s, hidden=hidden, algorithm=algorithm, update="nesterov", momentum=GAMMA,
-                     lr=LR, batch_fraction=B, tau=TAU, landscape=landscape, dtype=dtype, max_epochs=max_epochs, stop=NO_STOP)
+            validate(p=p, alpha=ALPHA, seed=s, hidden=hidden, algorithm=algorithm, update="nesterov", momentum=GAMMA,
+                     lr=LR, batch_fraction=B, tau=TAU, landscape=landscape, dtype=dtype, max_epochs=max_epochs,
+                     stop=NO_STOP, backend=backend)
             for s in range(seeds)
         ]
         start = time.perf_counter()
@@ -52,7 +55,7 @@ def phaseret_rate(seeds: int, landscape: str, algorithm: str, dtype: str, hidden
         return time.perf_counter() - start, sum(r.steps for r in results)
 
     # Past the first 100 epochs, where the grid records nearly every epoch (fewer for d = 100).
-    short, extra = (100, 300) if hidden == 1 else (10, 20)
+    short, extra = epochs or ((100, 300) if hidden == 1 else (10, 20))
 
     def measure():
         short_time, short_steps = timed(short)

@@ -54,6 +54,7 @@ def tile() -> int:
 def compiled(dtype: str, T: int):
     """The kernels for arrays of ``dtype`` (``float32``/``float64``) and tile edge ``T``."""
     real = float64 if dtype == "float64" else float32
+    padded = T + 1  # a row stride coprime with the 32 shared-memory banks: column reads without conflicts
 
     @cuda.jit(device=True)
     def tree_sum(buffer, i):
@@ -140,7 +141,7 @@ def compiled(dtype: str, T: int):
         column_ok = local < replicas_per_block and r < R
         # A block shares its rows of X: the landscape's, or its one replica's.
         x_index = 0 if X.shape[0] == 1 else originals[cuda.blockIdx.y]
-        Xs = cuda.shared.array((T, T), real)
+        Xs = cuda.shared.array((T, padded), real)  # read down a column (Xs[tx, j]) in the product
         Ws = cuda.shared.array((T, T), real)
         Gs = cuda.shared.array((T, T), float64)
         Es = cuda.shared.array((T, T), float64)

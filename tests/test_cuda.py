@@ -145,7 +145,7 @@ def test_stops_and_drop_outs_match():
     assert_same_runs(cpu, gpu, rtol=1e-9)
 
 
-@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the simulator's numpy scalars warn
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow on purpose; the simulator's numpy scalars warn
 def test_divergence_is_found_at_the_same_step():
     cpu, gpu = both_backends(seeds=2, p=8, alpha=2.0, n_test=8, max_epochs=20, algorithm="p-sgd", lr=20.0, tau=40.0,
                              projection=False)
