@@ -88,3 +88,33 @@ def test_study_groups_are_deterministic_and_memory_bounded():
     assert replica_batch_size(validate(alpha=4.0, p=2048, dtype="float32")) == 12
     assert replica_batch_size(validate(alpha=4.5, p=4096)) == 1  # 738 MB
     assert replica_batch_size(validate(alpha=4.5, p=4096, landscape="shared")) == 32
+
+
+@pytest.mark.parametrize("model", ["pr-quadratic", "pr-absolute", "door-square", "door-logistic"])
+def test_one_column_pass_equals_the_two_products(model):
+    """``kernels.column_step`` (one float64 column, each row read once) against BLAS around
+    ``replica_factors``: n = 2 chunks + 3 rows (a ragged last block of four), half the rows in the batch;
+    bit-identical whatever the number of threads."""
+    import numba
+
+    from phaseret import kernels
+    from phaseret.models import Model
+
+    rng = np.random.default_rng(1)
+    n, p = 2 * kernels.COLUMN_CHUNK + 3, 33
+    X, w = rng.standard_normal((n, p)) / np.sqrt(p), rng.standard_normal(p)
+    m = Model(model, 1, 1e-3)
+    t = m.targets(np.sign(rng.standard_normal(n)) if m.task == "symmetric-door" else rng.standard_normal(n))
+    mask = rng.random(n) < 0.5
+    Dt, loss, error = kernels.replica_factors((X @ w)[None], t, mask[None], 1, *m.kernel_codes)
+    g, column_loss, column_error = kernels.column_step(X, w, t, mask, *m.kernel_codes)
+    np.testing.assert_allclose(g, (Dt @ X)[0], rtol=1e-12, atol=1e-14 * np.abs(g).max())
+    np.testing.assert_allclose([column_loss, column_error], [loss[0], error[0]], rtol=1e-12)
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        again = kernels.column_step(X, w, t, mask, *m.kernel_codes)
+    finally:
+        numba.set_num_threads(threads)
+    np.testing.assert_array_equal(again[0], g)
+    assert (again[1], again[2]) == (column_loss, column_error)
