@@ -91,7 +91,7 @@ class CpuProducts:
         if R * d == 1 and X.dtype == np.float64:  # one column: one pass over X beats two BLAS products
             g, loss, error = kernels.column_step(X, W[0, 0], t, mask[0], *self._codes)
             return g.reshape(1, 1, p), np.array([loss]), np.array([error])
-        Lam_t = (X @ W.reshape(R * d, p).T).T
+        Lam_t = W.reshape(R * d, p) @ X.T
         Dt, losses, errors = kernels.replica_factors(Lam_t, t, mask, d, *self._codes)
         rows = np.flatnonzero(mask.any(axis=0)) if R * d >= SUBSET_COLUMNS else None
         if rows is not None and len(rows) < SUBSET_FRACTION * self.n:
