@@ -3,7 +3,7 @@ seed-steps per second against CuPy's cuBLAS for the same product shapes and this
 
     pip install -e '.[gpu]' cupy-cuda12x        # cupy only for the roofline column
     python benchmarks/gpu.py                   # p = 1024, alpha = 2, P-SGD+Nesterov (a few minutes)
-    NUMBA_ENABLE_CUDASIM=1 PHASERET_CUDA_TILE=4 python benchmarks/gpu.py --smoke   # tiny: the script runs
+    NUMBA_ENABLE_CUDASIM=1 PHASERET_CUDA_TILE=2 PHASERET_CUDA_MICRO=2 python benchmarks/gpu.py --smoke   # tiny: the script runs
 
 Rates are medians of 5 repeats of the steady state of the whole training loop (the epoch's
 evaluation and the once-per-epoch copy to the host included), as in ``replicas.py``. The

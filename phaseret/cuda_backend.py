@@ -21,8 +21,11 @@ as on the CPU and sent to the device once per epoch, as each sample's position (
 of chunk ``j`` is the positions ``[j B, (j + 1) B)``). Sums run in a fixed order (no
 atomics), so a rerun on the same GPU is bit-identical.
 
-Kernels are compiled per (dtype, tile); ``PHASERET_CUDA_TILE`` (a power of two, default 16)
-sets the tile, which the CUDA-simulator tests shrink to 4.
+Kernels are compiled per (dtype, tile): ``PHASERET_CUDA_TILE`` threads per block edge (default
+16) and ``PHASERET_CUDA_MICRO`` outputs per thread per edge (default 2, register tiles that read
+shared memory half as often per multiply-add as one output per thread). The CUDA-simulator
+tests shrink them to 2 x 2 threads of 2 x 2 outputs. At 16 and 2 a float64 forward block uses
+41 KiB of the 48 KiB of static shared memory.
 """
 
 from __future__ import annotations
@@ -42,18 +45,26 @@ _RULES = {"plain": 0, "heavy-ball": 1, "nesterov": 2, "adam": 3}
 _BETA1, _BETA2 = 0.9, 0.999  # SPEC 5, as updates.adam
 
 
-def tile() -> int:
-    """The tile edge of the matrix kernels (threads per block edge)."""
-    value = int(os.environ.get("PHASERET_CUDA_TILE", "16"))
-    if value < 2 or value & (value - 1):
-        raise ValueError(f"PHASERET_CUDA_TILE: must be a power of two >= 2, got {value}")
+def _power_of_two(name: str, default: int, least: int) -> int:
+    value = int(os.environ.get(name, str(default)))
+    if value < least or value & (value - 1):
+        raise ValueError(f"{name}: must be a power of two >= {least}, got {value}")
     return value
 
 
+def tile() -> tuple[int, int]:
+    """``(T, M)``: threads per block edge of the matrix kernels and outputs per thread per edge,
+    from ``PHASERET_CUDA_TILE`` (default 16) and ``PHASERET_CUDA_MICRO`` (default 2); a block
+    computes a ``T M x T M`` tile."""
+    return _power_of_two("PHASERET_CUDA_TILE", 16, 2), _power_of_two("PHASERET_CUDA_MICRO", 2, 1)
+
+
 @functools.lru_cache(maxsize=None)
-def compiled(dtype: str, T: int):
-    """The kernels for arrays of ``dtype`` (``float32``/``float64``) and tile edge ``T``."""
+def compiled(dtype: str, T: int, M: int):
+    """The kernels for arrays of ``dtype`` (``float32``/``float64``), ``T x T`` threads per block
+    in the matrix kernels, each computing ``M x M`` outputs of a ``B x B`` tile, ``B = T M``."""
     real = float64 if dtype == "float64" else float32
+    B = T * M
     padded = T + 1  # a row stride coprime with the 32 shared-memory banks: column reads without conflicts
 
     @cuda.jit(device=True)
@@ -123,102 +134,145 @@ def compiled(dtype: str, T: int):
     @cuda.jit
     def forward(X, t, W, originals, batch, lo, hi, replicas_per_block, units_per_chunk, chunks,
                 act, evaluation, loss, eps, k_hat, door, Lam_t, Dt, loss_terms, error_terms):
-        """Pre-activations of a (units x samples) tile and the per-sample part, fused.
+        """Pre-activations of a (units x samples) tile of ``B x B`` and the per-sample part, fused.
 
-        ``X`` (1 or R0, n, p), ``t`` (1 or R0, n): shared or per original replica;
-        ``W`` (R, d, p); block (T samples, T units): ``replicas_per_block`` whole replicas of
-        ``units_per_chunk`` units each, or one replica in ``chunks`` chunks of T units. Writes
-        ``Lam_t`` and ``Dt`` (R d, n) (``D`` zero outside the batch ``lo <= batch < hi``) and the
-        per-sample loss and error (R, n).
+        ``X`` (1 or R0, n, p), ``t`` (1 or R0, n): shared or per original replica; ``W`` (R, d, p).
+        A block holds ``replicas_per_block`` whole replicas of ``units_per_chunk`` units each, or
+        one replica in ``chunks`` chunks of ``B`` units; thread (x, y) computes units ``y + T a``
+        and samples ``x + T b``, ``a, b < M``. Writes ``Lam_t`` and ``Dt`` (R d, n) (``D`` zero
+        outside the batch ``lo <= batch < hi``) and the per-sample loss and error (R, n).
         """
         tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
         R, d, p = W.shape
         n = X.shape[1]
-        first_sample = cuda.blockIdx.x * T
-        mu = first_sample + tx
-        local = ty // units_per_chunk
-        r = cuda.blockIdx.y * replicas_per_block + local
-        column_ok = local < replicas_per_block and r < R
+        first_sample = cuda.blockIdx.x * B
+        first_replica = cuda.blockIdx.y * replicas_per_block
         # A block shares its rows of X: the landscape's, or its one replica's.
         x_index = 0 if X.shape[0] == 1 else originals[cuda.blockIdx.y]
-        Xs = cuda.shared.array((T, padded), real)  # read down a column (Xs[tx, j]) in the product
-        Ws = cuda.shared.array((T, T), real)
-        Gs = cuda.shared.array((T, T), float64)
-        Es = cuda.shared.array((T, T), float64)
-        S = cuda.shared.array((T, T), float64)
-        SE = cuda.shared.array((T, T), float64)
-        L1 = cuda.shared.array((T, T), float64)
-        inside = cuda.shared.array((T, T), np.int32)
-        S[ty, tx] = 0.0
-        SE[ty, tx] = 0.0
+        Xs = cuda.shared.array((B, padded), real)  # [sample][input], read down a column
+        Ws = cuda.shared.array((B, T), real)  # [unit][input]
+        G = cuda.shared.array((B, B), float64)  # g(lambda) [unit][sample]; later l'(s) [replica][sample]
+        E = cuda.shared.array((B, B), float64)  # evaluation g [unit][sample]; later the batch flag
+        S = cuda.shared.array((B, B), float64)  # scores [replica][sample]
+        SE = cuda.shared.array((B, B), float64)  # evaluation scores
+        acc = cuda.local.array((M, M), real)
+        w = cuda.local.array(M, real)
+        x = cuda.local.array(M, real)
+        for a in range(M):
+            for b in range(M):
+                S[ty + T * a, tx + T * b] = 0.0
+                SE[ty + T * a, tx + T * b] = 0.0
         for chunk in range(chunks):
-            k = chunk * units_per_chunk + ty % units_per_chunk
-            unit_ok = column_ok and k < d
-            acc = real(0.0)
+            for a in range(M):
+                for b in range(M):
+                    acc[a, b] = 0.0
             for i0 in range(0, p, T):
-                row, i = first_sample + ty, i0 + tx
-                Xs[ty, tx] = X[x_index, row, i] if row < n and i < p else real(0.0)
-                Ws[ty, tx] = W[r, k, i] if unit_ok and i < p else real(0.0)
+                for a in range(M):
+                    row, u = first_sample + ty + T * a, ty + T * a
+                    Xs[u, tx] = X[x_index, row, i0 + tx] if row < n and i0 + tx < p else 0.0
+                    r, k = first_replica + u // units_per_chunk, chunk * units_per_chunk + u % units_per_chunk
+                    ok = u // units_per_chunk < replicas_per_block and r < R and k < d and i0 + tx < p
+                    Ws[u, tx] = W[r, k, i0 + tx] if ok else 0.0
                 cuda.syncthreads()
                 for j in range(T):
-                    acc += Xs[tx, j] * Ws[ty, j]
+                    for a in range(M):
+                        w[a] = Ws[ty + T * a, j]
+                        x[a] = Xs[tx + T * a, j]
+                    for a in range(M):
+                        for b in range(M):
+                            acc[a, b] += w[a] * x[b]
                 cuda.syncthreads()
-            Gs[ty, tx] = 0.0
-            Es[ty, tx] = 0.0
-            if unit_ok and mu < n:
-                Lam_t[r * d + k, mu] = acc
-                Gs[ty, tx] = kernels.activation(act, acc, eps)[0]
-                Es[ty, tx] = kernels.activation(evaluation, acc, eps)[0]
+            for a in range(M):
+                u = ty + T * a
+                r, k = first_replica + u // units_per_chunk, chunk * units_per_chunk + u % units_per_chunk
+                unit_ok = u // units_per_chunk < replicas_per_block and r < R and k < d
+                for b in range(M):
+                    mu = first_sample + tx + T * b
+                    G[u, tx + T * b] = 0.0
+                    E[u, tx + T * b] = 0.0
+                    if unit_ok and mu < n:
+                        Lam_t[r * d + k, mu] = acc[a, b]
+                        G[u, tx + T * b] = kernels.activation(act, acc[a, b], eps)[0]
+                        E[u, tx + T * b] = kernels.activation(evaluation, acc[a, b], eps)[0]
             cuda.syncthreads()
-            if ty < replicas_per_block:  # one thread per (replica, sample) adds its units in order
-                for u in range(units_per_chunk):
-                    S[ty, tx] += Gs[ty * units_per_chunk + u, tx]
-                    SE[ty, tx] += Es[ty * units_per_chunk + u, tx]
+            for a in range(M):  # one thread per (replica, sample) adds its units in order
+                local = ty + T * a
+                if local < replicas_per_block:
+                    for b in range(M):
+                        for u in range(units_per_chunk):
+                            S[local, tx + T * b] += G[local * units_per_chunk + u, tx + T * b]
+                            SE[local, tx + T * b] += E[local * units_per_chunk + u, tx + T * b]
             cuda.syncthreads()
-        owner = cuda.blockIdx.y * replicas_per_block + ty
-        if ty < replicas_per_block and owner < R and mu < n:
-            target = t[0 if t.shape[0] == 1 else originals[owner], mu]
-            s = S[ty, tx] / d - k_hat
-            value, l1, _ = kernels.loss_terms(loss, s, target)
-            s_eval = s if evaluation == act else SE[ty, tx] / d - k_hat
-            loss_terms[owner, mu] = value
-            error_terms[owner, mu] = kernels.error_term(door, s_eval, target)
-            L1[ty, tx] = l1
-            inside[ty, tx] = 1 if lo <= batch[originals[owner], mu] < hi else 0
+        for a in range(M):
+            local = ty + T * a
+            owner = first_replica + local
+            for b in range(M):
+                mu = first_sample + tx + T * b
+                if local < replicas_per_block and owner < R and mu < n:
+                    target = t[0 if t.shape[0] == 1 else originals[owner], mu]
+                    score = S[local, tx + T * b] / d - k_hat
+                    value, l1, _ = kernels.loss_terms(loss, score, target)
+                    s_eval = score if evaluation == act else SE[local, tx + T * b] / d - k_hat
+                    loss_terms[owner, mu] = value
+                    error_terms[owner, mu] = kernels.error_term(door, s_eval, target)
+                    G[local, tx + T * b] = l1
+                    E[local, tx + T * b] = 1.0 if lo <= batch[originals[owner], mu] < hi else 0.0
         cuda.syncthreads()
         for chunk in range(chunks):
-            k = chunk * units_per_chunk + ty % units_per_chunk
-            if column_ok and k < d and mu < n:
-                D = 0.0
-                if inside[local, tx] == 1:
-                    D = L1[local, tx] * kernels.activation(act, Lam_t[r * d + k, mu], eps)[1] / d
-                Dt[r * d + k, mu] = D
+            for a in range(M):
+                u = ty + T * a
+                r, k = first_replica + u // units_per_chunk, chunk * units_per_chunk + u % units_per_chunk
+                if u // units_per_chunk < replicas_per_block and r < R and k < d:
+                    for b in range(M):
+                        mu = first_sample + tx + T * b
+                        if mu < n:
+                            D = 0.0
+                            if E[u // units_per_chunk, tx + T * b] == 1.0:
+                                lam = Lam_t[r * d + k, mu]
+                                D = G[u // units_per_chunk, tx + T * b] * kernels.activation(act, lam, eps)[1] / d
+                            Dt[r * d + k, mu] = D
 
     @cuda.jit
     def backward(Dt, X, originals, G):
-        """``G[r, k] = sum_mu D[mu, r k] X[mu]``: tile (T units, T inputs); the grid's third axis
-        runs over the replicas of a per-seed landscape (each its own ``X``)."""
+        """``G[r, k] = sum_mu D[mu, r k] X[mu]``: a ``B x B`` tile (units x inputs) per block, thread
+        (x, y) computing units ``y + T a`` and inputs ``x + T b``; the grid's third axis runs over
+        the replicas of a per-seed landscape (each its own ``X``)."""
         tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
         R, d, p = G.shape
         n = X.shape[1]
         per_seed = X.shape[0] > 1
         rows = d if per_seed else R * d
-        local_row = cuda.blockIdx.y * T + ty
-        row = cuda.blockIdx.z * d + local_row if per_seed else local_row
-        i = cuda.blockIdx.x * T + tx
+        first_row, first_input = cuda.blockIdx.y * B, cuda.blockIdx.x * B
+        base = cuda.blockIdx.z * d if per_seed else 0
         x_index = originals[cuda.blockIdx.z] if per_seed else 0
-        Ds = cuda.shared.array((T, T), real)
-        Xs = cuda.shared.array((T, T), real)
-        acc = real(0.0)
+        Ds = cuda.shared.array((B, T), real)  # [unit][sample]
+        Xs = cuda.shared.array((T, B), real)  # [sample][input]
+        acc = cuda.local.array((M, M), real)
+        dv = cuda.local.array(M, real)
+        xv = cuda.local.array(M, real)
+        for a in range(M):
+            for b in range(M):
+                acc[a, b] = 0.0
         for m0 in range(0, n, T):
-            Ds[ty, tx] = Dt[row, m0 + tx] if local_row < rows and m0 + tx < n else real(0.0)
-            Xs[ty, tx] = X[x_index, m0 + ty, i] if m0 + ty < n and i < p else real(0.0)
+            for a in range(M):
+                row, i = first_row + ty + T * a, first_input + tx + T * a
+                Ds[ty + T * a, tx] = Dt[base + row, m0 + tx] if row < rows and m0 + tx < n else 0.0
+                Xs[ty, tx + T * a] = X[x_index, m0 + ty, i] if m0 + ty < n and i < p else 0.0
             cuda.syncthreads()
             for j in range(T):
-                acc += Ds[ty, j] * Xs[j, tx]
+                for a in range(M):
+                    dv[a] = Ds[ty + T * a, j]
+                    xv[a] = Xs[j, tx + T * a]
+                for a in range(M):
+                    for b in range(M):
+                        acc[a, b] += dv[a] * xv[b]
             cuda.syncthreads()
-        if local_row < rows and i < p:
-            G[row // d, row % d, i] = acc
+        for a in range(M):
+            row = first_row + ty + T * a
+            for b in range(M):
+                i = first_input + tx + T * b
+                if row < rows and i < p:
+                    G[(base + row) // d, (base + row) % d, i] = acc[a, b]
 
     @cuda.jit
     def row_sums(terms, out):
@@ -374,8 +428,8 @@ def _blocks(count: int, size: int) -> int:
 class _Products:
     """Fused forward and tiled backward of one instance on the device."""
 
-    def __init__(self, k: dict, T: int, model, X: np.ndarray, t: np.ndarray, R: int, d: int):
-        self.k, self.T = k, T
+    def __init__(self, k: dict, T: int, M: int, model, X: np.ndarray, t: np.ndarray, R: int, d: int):
+        self.k, self.T, self.B = k, T, T * M
         self.X = cuda.to_device(X if X.ndim == 3 else X[None])
         self.t = cuda.to_device(t if t.ndim == 2 else t[None])
         self.per_seed = X.ndim == 3
@@ -388,23 +442,23 @@ class _Products:
 
     def layout(self, R: int, d: int) -> tuple:
         """(replicas per block, units per chunk, chunks, blocks along the units)."""
-        T = self.T
-        if d > T:
-            return 1, T, _blocks(d, T), R
-        per_block = 1 if self.per_seed else T // d
+        B = self.B
+        if d > B:
+            return 1, B, _blocks(d, B), R
+        per_block = 1 if self.per_seed else B // d
         return per_block, d, 1, _blocks(R, per_block)
 
     def forward(self, W, originals, batch, lo: int, hi: int) -> None:
         R, d, p = W.shape
         per_block, units, chunks, blocks_y = self.layout(R, d)
-        self.k["forward"][(_blocks(self.n, self.T), blocks_y), (self.T, self.T)](
+        self.k["forward"][(_blocks(self.n, self.B), blocks_y), (self.T, self.T)](
             self.X, self.t, W, originals, batch, lo, hi, per_block, units, chunks, *self.codes,
             self.Lam_t, self.Dt, self.loss_terms, self.error_terms)
 
     def backward(self, originals, G) -> None:
         R, d, p = G.shape
         rows, replicas = (d, R) if self.per_seed else (R * d, 1)
-        self.k["backward"][(_blocks(p, self.T), _blocks(rows, self.T), replicas), (self.T, self.T)](
+        self.k["backward"][(_blocks(p, self.B), _blocks(rows, self.B), replicas), (self.T, self.T)](
             self.Dt, self.X, originals, G)
 
     def sums(self, R: int) -> tuple[np.ndarray, np.ndarray]:
@@ -422,11 +476,11 @@ class CudaReplicas:
 
     def __init__(self, model, config, instance, W0, keys, noise_records, record_jumps):
         c = self.config = config
-        self.T = tile()
-        self.k = compiled(str(W0.dtype), self.T)
+        self.T, M = tile()
+        self.k = compiled(str(W0.dtype), self.T, M)
         R, d, p = W0.shape
-        self.train = _Products(self.k, self.T, model, instance["X"], instance["t"], R, d)
-        self.test = _Products(self.k, self.T, model, instance["X_test"], instance["t_test"], R, d)
+        self.train = _Products(self.k, self.T, M, model, instance["X"], instance["t"], R, d)
+        self.test = _Products(self.k, self.T, M, model, instance["X_test"], instance["t_test"], R, d)
         n = self.train.n
         self.live = np.arange(R)
         self.originals = cuda.to_device(self.live.astype(np.int32))

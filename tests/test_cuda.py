@@ -3,7 +3,7 @@
 Runs on a GPU, or on numba's CUDA simulator on tiny sizes and small tiles (the simulator
 runs each GPU thread as a Python thread; `.ci/run` does this):
 
-    NUMBA_ENABLE_CUDASIM=1 PHASERET_CUDA_TILE=4 python -m pytest -m cuda
+    NUMBA_ENABLE_CUDASIM=1 PHASERET_CUDA_TILE=2 PHASERET_CUDA_MICRO=2 python -m pytest -m cuda
 
 Configurations cover every algorithm, update rule, model, landscape and dtype at least
 once (pairwise, not the full product), with widths d below, at and above the tile.
@@ -114,7 +114,7 @@ def test_p_sgd_batches_are_the_cpu_batches_bit_for_bit():
     chains = batches.PersistentPoisson(n, 0.5, 2.0, 0.3, keys)
     batch = cuda.to_device(np.zeros((R, n), dtype=np.int32))
     originals = cuda.to_device(np.arange(R, dtype=np.int32))
-    kernel = compiled("float64", T)["persistent_step"]
+    kernel = compiled("float64", T, 1)["persistent_step"]
     for step in range(4):
         kernel[((n + T - 1) // T, 1), (T, T)](batch, cuda.to_device(keys), originals, step, 0.5,
                                              chains.probability_in, chains.probability_out)
@@ -130,7 +130,7 @@ def test_langevin_normals_are_the_cpu_normals():
     d, p, T = 3, 5, 4
     key = seeding.cell_key(2, 9)
     W = cuda.to_device(np.zeros((1, d, p)))
-    compiled("float64", T)["langevin"][1, T](W, cuda.to_device(key[None]), cuda.to_device(np.zeros(1, np.int32)),
+    compiled("float64", T, 1)["langevin"][1, T](W, cuda.to_device(key[None]), cuda.to_device(np.zeros(1, np.int32)),
                                              7, cuda.to_device(np.zeros((1, 0))), 1.0)
     expected = seeding.step_normals(key, "langevin-noise", 7, d * p).reshape(d, p)
     np.testing.assert_allclose(W.copy_to_host()[0], expected, rtol=1e-14, atol=1e-15)

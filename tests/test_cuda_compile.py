@@ -60,7 +60,7 @@ def test_every_kernel_compiles_to_ptx(dtype, monkeypatch):
     # Device functions ask the current GPU for its compute capability; there is none here.
     monkeypatch.setattr(dispatcher, "get_current_device", lambda: SimpleNamespace(compute_capability=(9, 0)))
 
-    kernels = compiled(dtype, 16)
+    kernels = compiled(dtype, 16, 2)
     arguments = example_arguments(np.dtype(dtype))
     assert set(kernels) == set(arguments)
     for name, kernel in kernels.items():
