@@ -28,7 +28,8 @@ pytestmark = [
     pytest.mark.skipif(not gpu_visible(), reason="needs a GPU or NUMBA_ENABLE_CUDASIM=1 (set before numba is imported)"),
 ]
 NO_STOP = {"test_error": 0.0, "train_error": 0.0, "grad_ema": 0.0}
-SMALL = dict(p=8, alpha=2.0, n_test=8, max_epochs=3, stop=NO_STOP)
+# loss_eps large enough that the smoothed training activation and the evaluation |lambda| differ visibly.
+SMALL = dict(p=8, alpha=2.0, n_test=8, max_epochs=3, stop=NO_STOP, loss_eps=0.05)
 
 
 @pytest.fixture(autouse=True, scope="module")
