@@ -101,9 +101,9 @@ PAIRWISE = [
 @pytest.mark.parametrize("keys", PAIRWISE, ids=lambda k: "-".join(str(v) for v in list(k.values())[:6]))
 def test_cuda_follows_the_cpu_trajectory(keys):
     """Status, epochs and steps equal; weights and metrics to rounding: 1e-9 relative in float64
-    (SPEC 7), 2e-4 in float32 (a few float32 roundings of O(1) numbers over 3 epochs)."""
+    (SPEC 7), 1e-5 in float32 (measured: at most 2.5e-7 after 3 epochs, a few float32 roundings)."""
     cpu, gpu = both_backends(**SMALL, **keys)
-    assert_same_runs(cpu, gpu, rtol=1e-9 if keys["dtype"] == "float64" else 2e-4)
+    assert_same_runs(cpu, gpu, rtol=1e-9 if keys["dtype"] == "float64" else 1e-5)
 
 
 def test_p_sgd_batches_are_the_cpu_batches_bit_for_bit():
