@@ -352,16 +352,15 @@ def compiled(dtype: str, T: int, M: int):
         W[r, k, i] = W[r, k, i] + (-eta * direction)
 
     @cuda.jit
-    def langevin(W, keys, originals, step, sigmas, temperature_scale):
+    def langevin(W, keys, originals, step, matched, sigmas, temperature_scale):
         """Langevin kick of SPEC 5, block per replica: ``u ~ N(0, I)`` over the d x p array by
-        Box-Muller as :func:`phaseret.seeding.step_normals`; matched (``sigmas`` (R0, steps)):
+        Box-Muller as :func:`phaseret.seeding.step_normals`; ``matched`` (``sigmas`` (R0, steps)):
         ``W += sigma_t u/|u|``, else ``W += temperature_scale u``."""
         r, i = cuda.blockIdx.x, cuda.threadIdx.x
         R, d, p = W.shape
         size = d * p
         half = (size + 1) // 2
         key0, key1 = keys[originals[r], 0], keys[originals[r], 1]
-        matched = sigmas.shape[1] > 0
         scale = temperature_scale
         if matched:
             sigma = sigmas[originals[r], step] if step < sigmas.shape[1] else 0.0
@@ -500,7 +499,7 @@ class CudaReplicas:
         elif c.algorithm == "sgd":
             self.chunks = batches.ShuffledChunks(n, c.batch_fraction, keys)
         self.steps_per_epoch = batches.selector(c.algorithm, n, c.batch_fraction, c.tau, c.lr, keys).steps_per_epoch
-        self.sigmas = cuda.to_device(np.zeros((R, 0)))
+        self.sigmas = cuda.to_device(np.zeros((R, 1)))  # unused but for matched noise
         if c.algorithm == "langevin" and c.noise == "matched":
             longest = max(len(record) for record in noise_records)
             padded = np.zeros((R, longest))
@@ -559,7 +558,8 @@ class CudaReplicas:
             if c.noise == "temperature" and step < c.t_cool:
                 temperature_scale = math.sqrt(2.0 * c.step_size * c.T0)
             if c.noise == "matched" or temperature_scale > 0.0:
-                k["langevin"][R, T](self.W, self.keys, self.originals, step, self.sigmas, temperature_scale)
+                k["langevin"][R, T](self.W, self.keys, self.originals, step, c.noise == "matched", self.sigmas,
+                                    temperature_scale)
         k["project"][R * d, T](self.W, c.projection, self._diverged_at, step)
 
     # --- once per epoch ----------------------------------------------------------------------
@@ -584,6 +584,8 @@ class CudaReplicas:
         if keep.all():
             return
         self.live = self.live[keep]
+        if self.live.size == 0:  # the run is over; no zero-size device arrays
+            return
         self.originals = cuda.to_device(self.live.astype(np.int32))
-        for name in ("W", "G", "first", "second", "_ema", "_diverged_at") + (("previous_G",) if self.jumps else ()):
+        for name in ("W", "G", "first", "second", "_ema", "_diverged_at") + (("previous_G",) if self.jumps is not None else ()):
             setattr(self, name, cuda.to_device(np.ascontiguousarray(getattr(self, name).copy_to_host()[keep])))

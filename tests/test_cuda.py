@@ -132,7 +132,7 @@ def test_langevin_normals_are_the_cpu_normals():
     key = seeding.cell_key(2, 9)
     W = cuda.to_device(np.zeros((1, d, p)))
     compiled("float64", T, 1)["langevin"][1, T](W, cuda.to_device(key[None]), cuda.to_device(np.zeros(1, np.int32)),
-                                             7, cuda.to_device(np.zeros((1, 0))), 1.0)
+                                                7, False, cuda.to_device(np.zeros((1, 1))), 1.0)
     expected = seeding.step_normals(key, "langevin-noise", 7, d * p).reshape(d, p)
     np.testing.assert_allclose(W.copy_to_host()[0], expected, rtol=1e-14, atol=1e-15)
 

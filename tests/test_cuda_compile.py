@@ -32,7 +32,6 @@ def nvvm_available() -> bool:
 def example_arguments(dtype):
     """Arguments of each kernel as ``CudaReplicas`` passes them (R = 3 replicas, d = 2, p = 5, n = 7)."""
     R, d, p, n = 3, 2, 5, 7
-    real = np.zeros(1, dtype)
     X, t, W = np.zeros((R, n, p), dtype), np.zeros((R, n), dtype), np.zeros((R, d, p), dtype)
     ints, batch, keys = np.zeros(R, np.int32), np.zeros((R, n), np.int32), np.zeros((R, 2), np.uint64)
     per_row, scalars = np.zeros((R, n)), np.zeros((R * d, n), dtype)
@@ -44,7 +43,7 @@ def example_arguments(dtype):
         "row_sums": (per_row, np.zeros(R)),
         "maxima": (W, W, True, ema, diverged_at, 1),
         "update": (W, W, W, W, 3, 0.005, 0.9, 0.1, 0.001, 1e-8),
-        "langevin": (W, keys, ints, 1, sigmas, real[0].item() + 0.1),
+        "langevin": (W, keys, ints, 1, True, sigmas, 0.1),
         "project": (W, True, diverged_at, 1),
         "jumps": (W, W, ints, sigmas, 1),
     }
