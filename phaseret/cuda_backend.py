@@ -68,13 +68,18 @@ def compiled(dtype: str, T: int, M: int):
     padded = T + 1  # a row stride coprime with the 32 shared-memory banks: column reads without conflicts
 
     @cuda.jit(device=True)
-    def tree_sum(buffer, i):
-        """Sum of ``buffer[:T]`` (block of ``T`` threads, thread ``i``), in a fixed order."""
+    def tree_reduce(buffer, i, maximum):
+        """Sum (or with ``maximum`` the maximum, NaN winning: a non-finite gradient must show) of
+        ``buffer[:T]`` by a block of ``T`` threads, thread ``i``, in a fixed order."""
         cuda.syncthreads()
         width = T // 2
         while width > 0:
             if i < width:
-                buffer[i] += buffer[i + width]
+                a, b = buffer[i], buffer[i + width]
+                if maximum:
+                    buffer[i] = a if (a != a or a >= b) else b
+                else:
+                    buffer[i] = a + b
             cuda.syncthreads()
             width //= 2
         total = buffer[0]
@@ -82,19 +87,11 @@ def compiled(dtype: str, T: int, M: int):
         return total
 
     @cuda.jit(device=True)
-    def tree_max(buffer, i):
-        """Maximum of ``buffer[:T]``; NaN wins (a non-finite gradient must show)."""
-        cuda.syncthreads()
-        width = T // 2
-        while width > 0:
-            if i < width:
-                a, b = buffer[i], buffer[i + width]
-                buffer[i] = a if (a != a or a >= b) else b
-            cuda.syncthreads()
-            width //= 2
-        total = buffer[0]
-        cuda.syncthreads()
-        return total
+    def unit_of(u, chunk, first_replica, replicas_per_block, units_per_chunk, R, d):
+        """``(r, k, valid)``: replica and unit of a forward block's local unit ``u`` in ``chunk``."""
+        local = u // units_per_chunk
+        r, k = first_replica + local, chunk * units_per_chunk + u % units_per_chunk
+        return r, k, local < replicas_per_block and r < R and k < d
 
     @cuda.jit(device=True)
     def uniform(key0, key1, stream, step, m):
@@ -170,9 +167,8 @@ def compiled(dtype: str, T: int, M: int):
                 for a in range(M):
                     row, u = first_sample + ty + T * a, ty + T * a
                     Xs[u, tx] = X[x_index, row, i0 + tx] if row < n and i0 + tx < p else 0.0
-                    r, k = first_replica + u // units_per_chunk, chunk * units_per_chunk + u % units_per_chunk
-                    ok = u // units_per_chunk < replicas_per_block and r < R and k < d and i0 + tx < p
-                    Ws[u, tx] = W[r, k, i0 + tx] if ok else 0.0
+                    r, k, unit_ok = unit_of(u, chunk, first_replica, replicas_per_block, units_per_chunk, R, d)
+                    Ws[u, tx] = W[r, k, i0 + tx] if unit_ok and i0 + tx < p else 0.0
                 cuda.syncthreads()
                 for j in range(T):
                     for a in range(M):
@@ -184,8 +180,7 @@ def compiled(dtype: str, T: int, M: int):
                 cuda.syncthreads()
             for a in range(M):
                 u = ty + T * a
-                r, k = first_replica + u // units_per_chunk, chunk * units_per_chunk + u % units_per_chunk
-                unit_ok = u // units_per_chunk < replicas_per_block and r < R and k < d
+                r, k, unit_ok = unit_of(u, chunk, first_replica, replicas_per_block, units_per_chunk, R, d)
                 for b in range(M):
                     mu = first_sample + tx + T * b
                     G[u, tx + T * b] = 0.0
@@ -221,8 +216,8 @@ def compiled(dtype: str, T: int, M: int):
         for chunk in range(chunks):
             for a in range(M):
                 u = ty + T * a
-                r, k = first_replica + u // units_per_chunk, chunk * units_per_chunk + u % units_per_chunk
-                if u // units_per_chunk < replicas_per_block and r < R and k < d:
+                r, k, unit_ok = unit_of(u, chunk, first_replica, replicas_per_block, units_per_chunk, R, d)
+                if unit_ok:
                     for b in range(M):
                         mu = first_sample + tx + T * b
                         if mu < n:
@@ -283,7 +278,7 @@ def compiled(dtype: str, T: int, M: int):
         for mu in range(i, terms.shape[1], T):
             total += terms[r, mu]
         buffer[i] = total
-        out[r] = tree_sum(buffer, i)
+        out[r] = tree_reduce(buffer, i, False)
 
     @cuda.jit
     def maxima(G, W, tangent, ema, diverged_at, step):
@@ -301,9 +296,9 @@ def compiled(dtype: str, T: int, M: int):
                     dot += G[r, k, j] * W[r, k, j]
                     norm2 += W[r, k, j] * W[r, k, j]
                 buffer[i] = dot
-                dot = tree_sum(buffer, i)
+                dot = tree_reduce(buffer, i, False)
                 buffer[i] = norm2
-                radial = dot / tree_sum(buffer, i)
+                radial = dot / tree_reduce(buffer, i, False)
             for j in range(i, p, T):
                 g = abs(G[r, k, j])
                 if not math.isfinite(g):
@@ -312,9 +307,9 @@ def compiled(dtype: str, T: int, M: int):
                     raw_max = max(raw_max, g)
                 tan_max = max(tan_max, abs(G[r, k, j] - radial * W[r, k, j]))
         buffer[i] = raw_max
-        raw = tree_max(buffer, i)
+        raw = tree_reduce(buffer, i, True)
         buffer[i] = tan_max
-        tan = tree_max(buffer, i)
+        tan = tree_reduce(buffer, i, True)
         if i == 0:
             if not math.isfinite(raw):
                 tan, raw = math.nan, math.nan
@@ -372,7 +367,7 @@ def compiled(dtype: str, T: int, M: int):
                 z = normal(key0, key1, step, e, half)
                 total += z * z
             buffer[i] = total
-            scale = sigma / math.sqrt(tree_sum(buffer, i))
+            scale = sigma / math.sqrt(tree_reduce(buffer, i, False))
         for e in range(i, size, T):
             z = normal(key0, key1, step, e, half)
             W[r, e // p, e % p] = W[r, e // p, e % p] + scale * z
@@ -390,7 +385,7 @@ def compiled(dtype: str, T: int, M: int):
             w = W[r, k, j]
             total += w * w if math.isfinite(w) else math.nan  # NaN: a non-finite weight, inf: overflow
         buffer[i] = total
-        norm2 = tree_sum(buffer, i)
+        norm2 = tree_reduce(buffer, i, False)
         if norm2 != norm2:
             if i == 0 and diverged_at[r] < 0:
                 diverged_at[r] = step
@@ -410,7 +405,7 @@ def compiled(dtype: str, T: int, M: int):
             difference = G[r, e // p, e % p] - previous[r, e // p, e % p]
             total += difference * difference
         buffer[i] = total
-        total = tree_sum(buffer, i)
+        total = tree_reduce(buffer, i, False)
         if i == 0:
             out[originals[r], step] = 0.0 if step == 0 else math.sqrt(total)
         for e in range(i, d * p, T):
@@ -494,11 +489,9 @@ class CudaReplicas:
         self._diverged_at = cuda.to_device(np.full(R, -1, dtype=np.int64))
         self.batch = cuda.to_device(np.zeros((R, n), dtype=np.int32))  # 0: in the batch
         self.no_batch = cuda.to_device(np.ones((R, self.test.n), dtype=np.int32))
-        if c.algorithm == "p-sgd":
-            self.chains = batches.PersistentPoisson(n, c.batch_fraction, c.tau, c.lr, keys)
-        elif c.algorithm == "sgd":
-            self.chunks = batches.ShuffledChunks(n, c.batch_fraction, keys)
-        self.steps_per_epoch = batches.selector(c.algorithm, n, c.batch_fraction, c.tau, c.lr, keys).steps_per_epoch
+        # The CPU's selector: its probabilities (P-SGD) or permutations (SGD); the draws run here.
+        self.selector = batches.selector(c.algorithm, n, c.batch_fraction, c.tau, c.lr, keys)
+        self.steps_per_epoch = self.selector.steps_per_epoch
         self.sigmas = cuda.to_device(np.zeros((R, 1)))  # unused but for matched noise
         if c.algorithm == "langevin" and c.noise == "matched":
             longest = max(len(record) for record in noise_records)
@@ -518,7 +511,7 @@ class CudaReplicas:
         """Update ``self.batch`` for ``step``; return the window ``[lo, hi)`` of batch values."""
         c, R = self.config, len(self.live)
         if c.algorithm == "p-sgd":
-            p = self.chains
+            p = self.selector
             grid = (_blocks(self.train.n, self.T), _blocks(R, self.T))
             self.k["persistent_step"][grid, (self.T, self.T)](
                 self.batch, self.keys, self.originals, step, p._b, p.probability_in, p.probability_out)
@@ -528,9 +521,9 @@ class CudaReplicas:
             if chunk == 0:  # a fresh permutation per epoch: each sample's position in it
                 positions = np.zeros((len(self.keys), self.train.n), dtype=np.int32)
                 for r in self.live:
-                    positions[r, self.chunks.permutation(r, epoch)] = np.arange(self.train.n, dtype=np.int32)
+                    positions[r, self.selector.permutation(r, epoch)] = np.arange(self.train.n, dtype=np.int32)
                 self.batch = cuda.to_device(positions)
-            size = self.chunks.batch_size
+            size = self.selector.batch_size
             return chunk * size, (chunk + 1) * size
         return 0, 1
 
