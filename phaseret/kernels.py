@@ -237,10 +237,15 @@ def column_step(X, w, t, mask, act, evaluation, loss, eps, k_hat, door):
                         update += d1 * X[mu + 1, i] + d2 * X[mu + 2, i] + d3 * X[mu + 3, i]
                     G[c, i] += update
             mu += rows
+    # In chunk order, one by one: inside a parallel function, ``losses.sum()`` would become a
+    # parallel reduction whose order depends on the number of threads.
     g = np.zeros(p, dtype=X.dtype)
+    loss_sum, error_sum = 0.0, 0.0
     for c in range(chunks):
         g += G[c]
-    return g, losses.sum(), errors.sum()
+        loss_sum += losses[c]
+        error_sum += errors[c]
+    return g, loss_sum, error_sum
 
 
 @njit(cache=True, error_model="numpy")  # a diverged W may have zero rows: NaN, not an exception
