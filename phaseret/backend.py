@@ -10,7 +10,8 @@ The engine (:mod:`phaseret.engine`) knows no optimizer and no device. It drives 
 * ``update(step)``: gradient EMA, update rule, Langevin noise, projection, and the
   first non-finite step of each replica (``diverged_at``);
 * per epoch: ``weights()`` (R, d, p), ``ema()`` (R, 2), ``test_error_sums()`` (R,),
-  ``diverged_at()`` (R,), and ``keep(mask)`` to drop finished replicas.
+  ``diverged_at()`` (R,), and ``keep(mask)`` to drop finished replicas; ``live`` holds the
+  original indices of the replicas still running.
 
 Everything a backend returns is a host NumPy array: a GPU backend crosses to the host
 once per epoch, for the stopping rule only. ``CpuReplicas`` is the NumPy/Numba one;
@@ -45,7 +46,7 @@ SUBSET_COLUMNS = 64
 
 def replicas(backend: str, model: Model, config: RunConfig, instance: dict, W0: np.ndarray, keys: np.ndarray,
              noise_records: list | None, record_jumps: bool):
-    """The replica state of ``backend`` (``cpu`` or ``cuda``, see :func:`resolve`).
+    """The replica state of ``backend`` (``cpu`` or ``cuda``, see :func:`phaseret.devices.resolve`).
 
     ``instance`` holds ``X``, ``t``, ``X_test``, ``t_test`` in the step's dtype, shared
     (n, p) or one per replica (R, n, p); ``W0`` (R, d, p) the starts; ``keys`` (R, 2) uint64

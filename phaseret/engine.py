@@ -135,7 +135,6 @@ class _Engine:
         self.replicas = replicas(backend, self.model, c, instance, W0, keys, records, record_gradient_jumps)
         self.record_jumps = record_gradient_jumps
         self.trajectories = Trajectories(epoch_grid(c.max_epochs) if grid is None else grid, len(configs))
-        self.live = np.arange(len(configs))
         self.results: list[RunResult | None] = [None] * len(configs)
 
     # --- the loop ---------------------------------------------------------------------
@@ -148,7 +147,7 @@ class _Engine:
                 measured = self.replicas.gradients(step, measure=j == 0)
                 if j == 0:  # the forward pass measured the weights after `epoch`
                     self._end_of_epoch(epoch, step, *measured)
-                    if self.live.size == 0:
+                    if self.replicas.live.size == 0:
                         return self.results
                 self.replicas.update(step)
                 step += 1
@@ -180,13 +179,11 @@ class _Engine:
             metrics = self._metrics(W, ema, train_error, test_error, losses)
             if position is not None:
                 going_on = status >= 0
-                self.trajectories.record(position, self.live[going_on], {k: v[going_on] for k, v in metrics.items()})
+                self.trajectories.record(position, self.replicas.live[going_on], {k: v[going_on] for k, v in metrics.items()})
             for i in np.flatnonzero(stopping):
                 self._finish(i, _STATUSES[status[i]], epoch, step, metrics, W)
         keep = status == 0
-        if not keep.all():
-            self.live = self.live[keep]
-            self.replicas.keep(keep)
+        self.replicas.keep(keep)
 
     def _sampled_test_error(self) -> np.ndarray:
         return self.replicas.test_error_sums() / self.n_test
@@ -207,7 +204,7 @@ class _Engine:
 
     def _finish(self, i: int, status: str, epochs: int, steps: int, metrics: dict | None, W) -> None:
         """Store the result of live replica ``i``; ``metrics`` None for a divergence (NaN finals)."""
-        r = int(self.live[i])
+        r = int(self.replicas.live[i])
         config = self.configs[r]
         ema = self.replicas.ema()
         finals = {} if metrics is None else {name: values[i] for name, values in metrics.items()}
