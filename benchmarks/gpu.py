@@ -22,7 +22,7 @@ from replicas import ALPHA, B, GAMMA, LR, P, TAU, median_rate, phaseret_rate
 
 from phaseret.config import validate
 from phaseret.data import n_samples
-from phaseret.engine import run_replicas
+from phaseret.runs import run_replicas
 
 FULL = dict(p=P, shared=(32, 256, 1024), per_seed=100, cpu_seeds=32, equivalence=(8, 200), epochs=(20, 60),
             dtypes=("float64", "float32"), repeats=replicas.REPEATS)

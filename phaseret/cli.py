@@ -9,7 +9,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .runner import SlurmOptions, cell_states, load_folder, run_study
+from .results import load_folder
+from .runner import SlurmOptions, cell_states, run_study
 from .study import load_study
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from .devices import resolve
 from .data import DEFAULT_K, LANDSCAPES, TEACHERS, n_samples
 from .models import MODELS
+from .optim.batches import flip_probabilities
 
 ALGORITHMS = ("gd", "sgd", "p-sgd", "langevin", "gamp", "spectral")
 BASELINES = ("gamp", "spectral")  # SPEC 11: epochs count GAMP's iterations
@@ -203,9 +203,8 @@ def validate(**keys) -> RunConfig:
 
 
 def _check_combinations(c: RunConfig) -> None:
-    """Checks that involve more than one key, or the machine."""
-    if c.backend == "cuda":
-        resolve(c.backend)  # refuses cuda where no GPU is visible
+    """Checks that involve more than one key (the machine is asked when a run starts:
+    :func:`phaseret.devices.resolve`)."""
     n = n_samples(c.alpha, c.p)
     if n < 1:
         raise ValueError(f"alpha: floor(alpha p) = {n} training samples; need at least 1")
@@ -224,8 +223,8 @@ def _check_combinations(c: RunConfig) -> None:
 
 
 def check_flip_probabilities(lr: float, b: float, tau: float, where: str = "") -> None:
-    """P-SGD's per-step flips ``eta/tau`` (out -> in) and ``(1-b) eta / (b tau)`` (in -> out) must be <= 1."""
-    into, out_of = lr / tau, (1 - b) * lr / (b * tau)
+    """P-SGD's per-step flip probabilities (:func:`phaseret.optim.batches.flip_probabilities`) must be <= 1."""
+    into, out_of = flip_probabilities(lr, b, tau)
     if into > 1 or out_of > 1:
         raise ValueError(
             f"{where}lr, tau, batch_fraction: P-SGD flip probabilities lr/tau = {into:g} and "

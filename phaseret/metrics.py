@@ -5,6 +5,8 @@ With ``Q = |w*|^2/p``, ``q_kl = w_k . w_l / p`` and ``m_k = w_k . w* / p``.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 
@@ -46,3 +48,37 @@ def unit_overlaps(W: np.ndarray, w_star: np.ndarray) -> np.ndarray:
 def overlap(W: np.ndarray, w_star: np.ndarray) -> float:
     """Scalar overlap of a student: the largest per-unit overlap (the magnetization for d = 1)."""
     return float(np.max(unit_overlaps(W, w_star)))
+
+
+#: The model whose test error is its exact population error (SPEC 3); the others report the
+#: error on the sampled test set.
+POPULATION_MODEL = "pr-quadratic"
+
+
+def reported_test_error(model_name: str, W: np.ndarray, w_star: np.ndarray, sampled: Callable[[], object]):
+    """SPEC 3's test error at ``W``: the population error for ``pr-quadratic``, else ``sampled()``,
+    the error on the sampled test set (a function, so that it is computed only when needed)."""
+    return population_error(W, w_star) if model_name == POPULATION_MODEL else sampled()
+
+
+def measure(model_name: str, W: np.ndarray, w_star: np.ndarray, *, train_error, train_loss,
+            sampled: Callable[[], object], ema: np.ndarray, test_error=None) -> dict:
+    """All metrics of SPEC 3 at the students ``W``, (R, d, p) for replicas (values (R,)) or (d, p)
+    (values scalar), as the engine and the baselines record them.
+
+    ``train_error``, ``train_loss``: measured on the training set; ``sampled()``: the test error
+    on the sampled test set; ``ema`` (..., 2): the gradient EMA, tangent and raw; ``test_error``:
+    the reported test error when already known (:func:`reported_test_error`)."""
+    if test_error is None:
+        test_error = reported_test_error(model_name, W, w_star, sampled)
+    overlaps = unit_overlaps(W, w_star)
+    return {
+        "train_error": train_error,
+        "test_error": test_error,
+        "test_error_sampled": sampled(),
+        "train_loss": train_loss,
+        "overlap": overlaps.max(axis=-1),
+        "grad_ema": ema[..., 0],
+        "grad_ema_raw": ema[..., 1],
+        "unit_overlaps": overlaps,
+    }

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import kernels
+from .kernels import derivative
 from .data import DEFAULT_K
 
 
@@ -33,10 +33,10 @@ class _Kind:
 
 
 MODELS = {
-    "pr-quadratic": _Kind("phase-retrieval", kernels.SQUARE, kernels.SQUARE, kernels.SQUARED, True),
-    "pr-absolute": _Kind("phase-retrieval", kernels.SMOOTH_ABS, kernels.ABS, kernels.SQUARED, False),
-    "door-square": _Kind("symmetric-door", kernels.SMOOTH_ABS, kernels.ABS, kernels.SQUARED, False),
-    "door-logistic": _Kind("symmetric-door", kernels.SMOOTH_ABS, kernels.ABS, kernels.LOGISTIC, False),
+    "pr-quadratic": _Kind("phase-retrieval", derivative.SQUARE, derivative.SQUARE, derivative.SQUARED, True),
+    "pr-absolute": _Kind("phase-retrieval", derivative.SMOOTH_ABS, derivative.ABS, derivative.SQUARED, False),
+    "door-square": _Kind("symmetric-door", derivative.SMOOTH_ABS, derivative.ABS, derivative.SQUARED, False),
+    "door-logistic": _Kind("symmetric-door", derivative.SMOOTH_ABS, derivative.ABS, derivative.LOGISTIC, False),
 }
 
 
@@ -79,7 +79,7 @@ class Model:
     def loss(self, W, X, y) -> float:
         """Training loss ``sum_mu l(s_mu, t_mu)`` with the training activation."""
         W, X, y = self._check(W, X, y)
-        total, _ = kernels.loss_and_backward(
+        total, _ = derivative.loss_and_backward(
             X @ W.T, self.targets(y), self._kind.activation, self._kind.loss, self.loss_eps, self._k_hat
         )
         return float(total)
@@ -87,7 +87,7 @@ class Model:
     def loss_and_grad(self, W, X, y) -> tuple[float, np.ndarray]:
         """Training loss and its gradient ``D^T X`` (d, p), one forward pass for both."""
         W, X, y = self._check(W, X, y)
-        total, D = kernels.loss_and_backward(
+        total, D = derivative.loss_and_backward(
             X @ W.T, self.targets(y), self._kind.activation, self._kind.loss, self.loss_eps, self._k_hat
         )
         return float(total), D.T @ X
@@ -103,7 +103,7 @@ class Model:
         """
         W, X, y = self._check(W, X, y)
         d, p = W.shape
-        A, c, B = kernels.curvature(
+        A, c, B = derivative.curvature(
             X @ W.T, self.targets(y), self._kind.activation, self._kind.loss, self.loss_eps, self._k_hat
         )
         H = np.empty((d, p, d, p), dtype=X.dtype)
@@ -117,7 +117,7 @@ class Model:
     def scores(self, W, X) -> np.ndarray:
         """Scores (n,) with the evaluation activation (SPEC 3): ``(1/d) sum_k g_eval(w_k . x) - K_hat``."""
         W, X, _ = self._check(W, X, None)
-        return kernels.scores(X @ W.T, self._kind.evaluation, self.loss_eps, self._k_hat)
+        return derivative.scores(X @ W.T, self._kind.evaluation, self.loss_eps, self._k_hat)
 
     def error(self, W, X, y) -> float:
         """Sampled error on the data given (SPEC 3).

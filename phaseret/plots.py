@@ -15,6 +15,8 @@ import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 
+from .results import load_folder
+
 FORMATS = ("png", "pdf")
 
 
@@ -31,8 +33,6 @@ def wilson_interval(successes: np.ndarray, trials: np.ndarray, z: float = 1.96) 
 
 def plot_folder(out_dir: Path) -> list[Path]:
     """Draw the figures of the dataset ``out_dir/<study>.nc`` into ``out_dir``; return the files."""
-    from .runner import load_folder
-
     study = load_folder(out_dir)
     with xr.open_dataset(Path(out_dir) / f"{study.name}.nc") as ds:
         ds = ds.load()

@@ -8,6 +8,7 @@ import numpy as np
 import xarray as xr
 
 from .config import RunConfig
+from .status import Status
 
 #: Trajectory and final variables: name -> (long_name, units).
 VARIABLES = {
@@ -33,7 +34,7 @@ class RunResult:
     ``xarray.Dataset`` over ``epoch``; ``unit_overlaps`` (d,) per hidden unit."""
 
     config: RunConfig
-    status: str
+    status: Status
     epochs: int
     steps: int
     train_error: float
@@ -55,15 +56,15 @@ class RunResult:
 MEASURED = ("train_error", "test_error", "test_error_sampled", "train_loss", "overlap")
 
 
-def finished(config: RunConfig, status: str, epochs: int, steps: int, finals: dict, *, W: np.ndarray,
+def finished(config: RunConfig, status: Status, epochs: int, steps: int, finals: dict, *, W: np.ndarray,
              trajectory: xr.Dataset, wall_seconds: float, gradient_jumps: np.ndarray | None = None) -> RunResult:
     """The result of a run from its final values: ``finals`` holds ``MEASURED``, ``unit_overlaps``,
     ``grad_ema`` and ``grad_ema_raw``. A diverged run reports NaN for the measured ones."""
-    if status == "diverged":
+    if status == Status.DIVERGED:
         finals = finals | {name: np.nan for name in MEASURED} | {"unit_overlaps": np.full(config.hidden, np.nan)}
     return RunResult(
         config=config,
-        status=status,
+        status=Status(status),
         epochs=epochs,
         steps=steps,
         **{name: float(finals[name]) for name in MEASURED + ("grad_ema", "grad_ema_raw")},

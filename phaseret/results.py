@@ -20,8 +20,8 @@ import xarray as xr
 from . import __version__
 from .data import teacher
 from .models import MODELS
-from .study import Cell, Study
-from .training import VARIABLES, RunResult
+from .records import VARIABLES, RunResult
+from .study import Cell, Study, build_study
 
 #: Final values of a run: name -> (long_name, units); the trajectory variables add VARIABLES.
 FINALS = {
@@ -41,6 +41,27 @@ OPTIMIZER_COORDS = {
     "tau": ("P-SGD persistence time", "1"),
 }
 CELLS = "cells"
+STUDY_FILE = "study.json"
+
+
+def claim_folder(study: Study, out_dir: Path) -> None:
+    """Record the study in ``out_dir/study.json``; refuse a folder that holds another study."""
+    record = {"name": study.name, "scale": study.scale, "source": study.source, "table": study.raw_table}
+    path = Path(out_dir) / STUDY_FILE
+    if path.exists():
+        existing = json.loads(path.read_text())
+        if existing.get("name") != study.name:
+            raise ValueError(f"out: {out_dir} holds the study {existing.get('name')!r}, not {study.name!r}; choose another folder")
+    write_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1, sort_keys=True)))
+
+
+def load_folder(out_dir: Path) -> Study:
+    """The study recorded in a results folder."""
+    path = Path(out_dir) / STUDY_FILE
+    if not path.exists():
+        raise ValueError(f"DIR: {out_dir} holds no {STUDY_FILE}; is it the --out folder of `phaseret run`?")
+    record = json.loads(path.read_text())
+    return build_study(record["table"], record["scale"], source=record["source"])
 
 
 def cell_path(out_dir: Path, cell: Cell) -> Path:
@@ -70,7 +91,7 @@ def write_cell(out_dir: Path, cell: Cell, result: RunResult) -> None:
     finals = {name: ((), float(getattr(result, name))) for name in FINALS}
     trajectory = {f"{name}_trajectory": ("epoch", result.trajectory[name].values) for name in VARIABLES}
     ds = xr.Dataset(
-        {**finals, **trajectory, "status": ((), result.status)},
+        {**finals, **trajectory, "status": ((), str(result.status))},
         coords={"epoch": result.trajectory.epoch.values},
         attrs={"cell": cell.name, "config": cell.config_json(), "complete": 1},
     )

@@ -8,7 +8,6 @@ task that a dying worker leaves half done is simply run again elsewhere.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -17,8 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import results, training
-from .study import Cell, Study, build_study
+from . import results
+from .devices import resolve
+from .runs import run_replicas
+from .study import Cell, Study
 
 log = logging.getLogger("phaseret")
 
@@ -33,7 +34,6 @@ WORKER_ENVIRONMENT = {
     "MALLOC_TRIM_THRESHOLD_": str(2**30),
     "MALLOC_MMAP_THRESHOLD_": str(2**25),
 }
-STUDY_FILE = "study.json"
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def run_group(cells: tuple[Cell, ...], out_dir: str, grid) -> list[CellReport]:
     if not any(missing):
         return [CellReport(cell.name, "done", math.nan, 0.0) for cell in cells]
     try:
-        outcomes = training.run_replicas([cell.config for cell in cells], grid)
+        outcomes = run_replicas([cell.config for cell in cells], grid)
     except Exception:
         trace = traceback.format_exc()
         reports = []
@@ -102,7 +102,9 @@ def run_study(
     history = history or f"{now} phaseret run {study.source} --scale {study.scale} --out {out_dir}"
 
     out_dir = Path(out_dir)
-    claim_folder(study, out_dir)
+    for backend in {c.backend for c in study.optimizer_settings}:
+        resolve(backend)  # refuses cuda where no GPU is visible, before any work
+    results.claim_folder(study, out_dir)
     groups = study.groups()
     pending = [g for g in groups if any(results.read_cell(out_dir, c) is None for c in g)]
     done = len(study.cells) - sum(len(g) for g in pending)
@@ -117,26 +119,6 @@ def run_study(
     path = out_dir / f"{study.name}.nc"
     results.write_dataset(results.combine(study, out_dir, history), path)
     return path
-
-
-def claim_folder(study: Study, out_dir: Path) -> None:
-    """Record the study in ``out_dir/study.json``; refuse a folder that holds another study."""
-    record = {"name": study.name, "scale": study.scale, "source": study.source, "table": study.raw_table}
-    path = out_dir / STUDY_FILE
-    if path.exists():
-        existing = json.loads(path.read_text())
-        if existing.get("name") != study.name:
-            raise ValueError(f"out: {out_dir} holds the study {existing.get('name')!r}, not {study.name!r}; choose another folder")
-    results.write_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1, sort_keys=True)))
-
-
-def load_folder(out_dir: Path) -> Study:
-    """The study recorded in a results folder."""
-    path = Path(out_dir) / STUDY_FILE
-    if not path.exists():
-        raise ValueError(f"DIR: {out_dir} holds no {STUDY_FILE}; is it the --out folder of `phaseret run`?")
-    record = json.loads(path.read_text())
-    return build_study(record["table"], record["scale"], source=record["source"])
 
 
 def cell_states(study: Study, out_dir: Path) -> dict[str, list[str]]:

@@ -20,7 +20,7 @@ import numpy as np
 
 from .config import OPTIMIZER_KEYS, RUN_KEYS, RunConfig, validate
 from .data import n_samples
-from .training import epoch_grid
+from .records import epoch_grid
 
 AXES = ("p", "hidden", "alpha")
 STUDY_KEYS = ("name", "description", "seeds", "optimizer", "scale")

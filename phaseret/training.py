@@ -1,16 +1,17 @@
-"""Public entry points for runs: ``train(**keys)`` for one cell, ``run``/``run_replicas`` for
-validated configurations. Every run goes through the replica engine (:mod:`phaseret.engine`);
-a single cell is a batch of one."""
+"""The public facade for runs: ``train(**keys)`` for one cell, ``run``/``run_replicas`` for
+validated configurations (:mod:`phaseret.runs`). A gradient method's single cell is a replica
+batch of one. Modules inside the package import from the modules themselves, not from here."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from .config import RunConfig, validate
-from .engine import gradient_jumps, run_replicas, training_key
 from .records import VARIABLES, RunResult, epoch_grid
+from .replica_batch import training_key
+from .runs import reference_jumps, run_replicas
 
-__all__ = ["VARIABLES", "RunResult", "epoch_grid", "gradient_jumps", "run", "run_replicas", "train", "training_key"]
+__all__ = ["VARIABLES", "RunResult", "epoch_grid", "reference_jumps", "run", "run_replicas", "train", "training_key"]
 
 
 def train(**keys) -> RunResult:

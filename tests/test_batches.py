@@ -5,7 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from phaseret import batches, philox, seeding
+from phaseret import seeding
+from phaseret.kernels import philox
+from phaseret.optim import batches
 
 KEY = seeding.cell_key(0, 12345)
 KEYS = np.stack([KEY, seeding.cell_key(0, 999)])

@@ -3,7 +3,7 @@
 import pytest
 
 import phaseret
-from phaseret import devices, engine
+from phaseret import devices, replica_batch
 from phaseret.config import validate
 
 GOOD = dict(model="pr-quadratic", p=64, alpha=2.0, seed=0, max_epochs=10)
@@ -52,14 +52,14 @@ def test_invalid_fields_are_named(keys, field, reason, monkeypatch):
     def no_computation(*args, **kwargs):
         raise AssertionError("computation started before validation finished")
 
-    monkeypatch.setattr(engine, "make_dataset", no_computation)
+    monkeypatch.setattr(replica_batch, "make_dataset", no_computation)
     with pytest.raises(ValueError, match=rf"^{field}: .*{reason}"):
         phaseret.train(**(GOOD | keys))
 
 
 def test_cuda_backend_is_refused_without_a_gpu(monkeypatch):
     monkeypatch.setattr(devices, "gpu_visible", lambda: False)
-    monkeypatch.setattr(engine, "make_dataset", lambda *a, **k: pytest.fail("computation started"))
+    monkeypatch.setattr(replica_batch, "make_dataset", lambda *a, **k: pytest.fail("computation started"))
     with pytest.raises(ValueError, match="^backend: 'cuda' needs numba-cuda .* none is visible here"):
         phaseret.train(**(GOOD | {"backend": "cuda"}))
     assert devices.resolve("auto") == "cpu"

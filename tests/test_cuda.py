@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 from numba import types
 
-from phaseret import batches, seeding
+from phaseret import seeding
+from phaseret.optim import batches
 from phaseret.config import validate
 from phaseret.devices import gpu_visible
-from phaseret.engine import run_replicas
+from phaseret.runs import run_replicas
 
 SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 pytestmark = [
@@ -107,17 +108,17 @@ def test_cuda_follows_the_cpu_trajectory(keys):
 
 
 def test_p_sgd_batches_are_the_cpu_batches_bit_for_bit():
-    from phaseret.cuda_backend import compiled
     from numba import cuda
 
-    n, R, T = 37, 3, 4
+    from phaseret.kernels.cuda_steps import T, persistent_step as kernel
+
+    n, R = 37, 3
     keys = np.stack([seeding.cell_key(5, r) for r in range(R)])
     chains = batches.PersistentPoisson(n, 0.5, 2.0, 0.3, keys)
     batch = cuda.to_device(np.zeros((R, n), dtype=np.int32))
     originals = cuda.to_device(np.arange(R, dtype=np.int32))
-    kernel = compiled("float64", T, 1)["persistent_step"]
     for step in range(4):
-        kernel[((n + T - 1) // T, 1), (T, T)](batch, cuda.to_device(keys), originals, step, 0.5,
+        kernel[((n + T - 1) // T, (R + T - 1) // T), (T, T)](batch, cuda.to_device(keys), originals, step, 0.5,
                                              chains.probability_in, chains.probability_out)
         expected = chains.select(step, np.arange(R))
         np.testing.assert_array_equal(batch.copy_to_host() == 0, expected)
@@ -125,13 +126,14 @@ def test_p_sgd_batches_are_the_cpu_batches_bit_for_bit():
 
 
 def test_langevin_normals_are_the_cpu_normals():
-    from phaseret.cuda_backend import compiled
     from numba import cuda
 
-    d, p, T = 3, 5, 4
+    from phaseret.kernels.cuda_steps import T, langevin
+
+    d, p = 3, 5
     key = seeding.cell_key(2, 9)
     W = cuda.to_device(np.zeros((1, d, p)))
-    compiled("float64", T, 1)["langevin"][1, T](W, cuda.to_device(key[None]), cuda.to_device(np.zeros(1, np.int32)),
+    langevin[1, T](W, cuda.to_device(key[None]), cuda.to_device(np.zeros(1, np.int32)),
                                                 7, False, cuda.to_device(np.zeros((1, 1))), 1.0)
     expected = seeding.step_normals(key, "langevin-noise", 7, d * p).reshape(d, p)
     np.testing.assert_allclose(W.copy_to_host()[0], expected, rtol=1e-14, atol=1e-15)

@@ -42,7 +42,7 @@ def example_arguments(dtype):
         "backward": (scalars, X, ints, W),
         "row_sums": (per_row, np.zeros(R)),
         "maxima": (W, W, True, ema, diverged_at, 1),
-        "update": (W, W, W, W, 3, 0.005, 0.9, 0.1, 0.001, 1e-8),
+        "update": (W, W, W, W, 3, 0.005, 0.9, 0.9, 0.999, 0.1, 0.001, 1e-8),
         "langevin": (W, keys, ints, 1, True, sigmas, 0.1),
         "project": (W, True, diverged_at, 1),
         "jumps": (W, W, ints, sigmas, 1),
@@ -54,12 +54,13 @@ def example_arguments(dtype):
 def test_every_kernel_compiles_to_ptx(dtype, monkeypatch):
     from numba.cuda import dispatcher
 
-    from phaseret.cuda_backend import compiled
+    from phaseret.kernels import cuda_products, cuda_steps
 
     # Device functions ask the current GPU for its compute capability; there is none here.
     monkeypatch.setattr(dispatcher, "get_current_device", lambda: SimpleNamespace(compute_capability=(9, 0)))
 
-    kernels = compiled(dtype, 16, 2)
+    assert (cuda_steps.T, cuda_steps.M) == (16, 2)
+    kernels = cuda_steps.KERNELS | cuda_products.matrix_kernels(dtype)
     arguments = example_arguments(np.dtype(dtype))
     assert set(kernels) == set(arguments)
     for name, kernel in kernels.items():

@@ -94,35 +94,35 @@ def test_study_groups_are_deterministic_and_memory_bounded():
 #: started with NUMBA_NUM_THREADS=1 (as Dask workers are), the outputs must be bit-identical.
 _COLUMN_SCRIPT = """
 import numpy as np
-from phaseret import kernels
+from phaseret.kernels import column
 from phaseret.models import Model
 rng = np.random.default_rng(1)
-n, p = 8 * kernels.COLUMN_CHUNK + 3, 33
+n, p = 8 * column.COLUMN_CHUNK + 3, 33
 X, w, t = rng.standard_normal((n, p)) / np.sqrt(p), rng.standard_normal(p), rng.standard_normal(n)
 mask = rng.random(n) < 0.5
 for model in ("pr-quadratic", "door-logistic"):
     m = Model(model, 1, 1e-3)
     target = m.targets(np.sign(t) if m.task == "symmetric-door" else t)
-    g, loss, error = kernels.column_step(X, w, target, mask, *m.kernel_codes)
+    g, loss, error = column.column_step(X, w, target, mask, *m.kernel_codes)
     print(model, g.tobytes().hex(), repr(loss), repr(error))
 """
 
 
 @pytest.mark.parametrize("model", ["pr-quadratic", "pr-absolute", "door-square", "door-logistic"])
 def test_one_column_pass_equals_the_two_products(model):
-    """``kernels.column_step`` (one float64 column, each row read once) against BLAS around
+    """``column.column_step`` (one float64 column, each row read once) against BLAS around
     ``replica_factors``: n = 2 chunks + 3 rows (a ragged last block of four), half the rows in the batch."""
-    from phaseret import kernels
+    from phaseret.kernels import column, derivative
     from phaseret.models import Model
 
     rng = np.random.default_rng(1)
-    n, p = 2 * kernels.COLUMN_CHUNK + 3, 33
+    n, p = 2 * column.COLUMN_CHUNK + 3, 33
     X, w = rng.standard_normal((n, p)) / np.sqrt(p), rng.standard_normal(p)
     m = Model(model, 1, 1e-3)
     t = m.targets(np.sign(rng.standard_normal(n)) if m.task == "symmetric-door" else rng.standard_normal(n))
     mask = rng.random(n) < 0.5
-    Dt, loss, error = kernels.replica_factors((X @ w)[None], t, mask[None], 1, *m.kernel_codes)
-    g, column_loss, column_error = kernels.column_step(X, w, t, mask, *m.kernel_codes)
+    Dt, loss, error = derivative.replica_factors((X @ w)[None], t, mask[None], 1, *m.kernel_codes)
+    g, column_loss, column_error = column.column_step(X, w, t, mask, *m.kernel_codes)
     np.testing.assert_allclose(g, (Dt @ X)[0], rtol=1e-12, atol=1e-14 * np.abs(g).max())
     np.testing.assert_allclose([column_loss, column_error], [loss[0], error[0]], rtol=1e-12)
 

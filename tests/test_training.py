@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 import phaseret
-from phaseret import batches, noise, seeding, sphere, updates
+from phaseret import seeding, sphere
+from phaseret.optim import batches, noise, rules
 from phaseret.config import reference_config, validate
-from phaseret.training import gradient_jumps, run, training_key
+from phaseret.training import reference_jumps, run, training_key
 
 SMALL = dict(model="pr-quadratic", p=32, alpha=8.0, seed=0)
 
@@ -126,23 +127,29 @@ def test_grad_ema_uses_the_tangent_gradient_unless_raw_is_asked():
 # --- Langevin ---------------------------------------------------------------------------
 
 
+def kick(source, W, step, eta):
+    """A noise source's kick of one replica (index 0) at ``W`` (d, p), on a copy."""
+    return source.add(W[None].copy(), np.array([0]), step, eta)[0]
+
+
 def test_matched_noise_kicks_by_sigma_t_and_stops_after_the_record():
     key = seeding.cell_key(0, 1)
-    add = noise.matched(np.array([0.0, 0.5]), key)
+    source = noise.MatchedNoise([np.array([0.0, 0.5])], key[None])
     W = np.ones((2, 10))
-    np.testing.assert_array_equal(add(W, 0, 0.1), W)  # sigma_0 = 0
-    assert np.linalg.norm(add(W, 1, 0.1) - W) == pytest.approx(0.5)  # sigma_1, whatever eta
-    assert np.linalg.norm(add(W, 1, 100.0) - W) == pytest.approx(0.5)
-    np.testing.assert_array_equal(add(W, 2, 0.1), W)  # record over: noise-free
+    np.testing.assert_array_equal(kick(source, W, 0, 0.1), W)  # sigma_0 = 0
+    assert np.linalg.norm(kick(source, W, 1, 0.1) - W) == pytest.approx(0.5)  # sigma_1, whatever eta
+    assert np.linalg.norm(kick(source, W, 1, 100.0) - W) == pytest.approx(0.5)
+    np.testing.assert_array_equal(kick(source, W, 2, 0.1), W)  # record over: noise-free
 
 
 def test_temperature_noise_has_variance_2_eta_T_until_t_cool():
     key = seeding.cell_key(0, 2)
-    add = noise.temperature(0.3, 5, key)
+    source = noise.TemperatureNoise(0.3, 5, key[None])
     W = np.zeros((4, 25_000))
-    kick = add(W, 4, 0.01)
-    assert abs(kick.var() - 2 * 0.01 * 0.3) < 5 * 2 * 0.01 * 0.3 * np.sqrt(2 / kick.size)
-    np.testing.assert_array_equal(add(W, 5, 0.01), W)
+    kicked = kick(source, W, 4, 0.01)
+    assert abs(kicked.var() - 2 * 0.01 * 0.3) < 5 * 2 * 0.01 * 0.3 * np.sqrt(2 / kicked.size)
+    assert source.scale(4, 0.01) == pytest.approx(np.sqrt(2 * 0.01 * 0.3)) and source.scale(5, 0.01) == 0.0
+    np.testing.assert_array_equal(kick(source, W, 5, 0.01), W)
 
 
 def test_matched_noise_comes_from_the_reference_run_of_the_same_cell():
@@ -159,7 +166,7 @@ def test_matched_noise_comes_from_the_reference_run_of_the_same_cell():
     model = phaseret.Model("pr-quadratic")
     chain = batches.selector("p-sgd", data.X.shape[0], 0.5, 2.0, 0.005, training_key(ref)[None])
     W = phaseret.initial_weights(32, 1, 3.0, 0)
-    rule = updates.rule("heavy-ball", 0.9)
+    rule = rules.rule("heavy-ball", 0.9)
     state = rule.init(W)
     m0 = chain.select(0, np.array([0]))[0]
     g0 = model.grad(W, data.X[m0], data.y[m0])
@@ -170,9 +177,10 @@ def test_matched_noise_comes_from_the_reference_run_of_the_same_cell():
     assert reference.gradient_jumps[1] == pytest.approx(np.linalg.norm(g1 - g0), rel=1e-12)
     # phaseret.train runs the reference once and reuses it.
     a = phaseret.train(**cell, algorithm="langevin", noise="matched", reference={"algorithm": "p-sgd"})
-    (record,) = gradient_jumps([ref])
+    jumps = reference_jumps()
+    (record,) = jumps.records([ref])
     b = phaseret.train(**cell, algorithm="langevin", noise="matched", reference={"algorithm": "p-sgd"})
-    assert gradient_jumps([ref])[0] is record  # the same array: not run again
+    assert jumps.records([ref])[0] is record  # the same array: not run again
     np.testing.assert_array_equal(record, reference.gradient_jumps)
     np.testing.assert_array_equal(a.W, b.W)
     assert a.steps == 40  # one step an epoch

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from phaseret import updates
+from phaseret.optim import rules as updates
 
 G1, G2 = np.array([1.0, 2.0]), np.array([3.0, -1.0])
 ETA, GAMMA = 0.1, 0.5
@@ -62,8 +62,8 @@ def test_nesterov_is_heavy_ball_plus_a_look_ahead():
     for g in rng.standard_normal((6, 4)):
         d_hb, s_hb = hb.step(g, s_hb, ETA)
         d_nag, s_nag = nag.step(g, s_nag, ETA)
-        (v,) = s_hb
-        np.testing.assert_array_equal(s_nag[0], v)
+        v = s_hb.velocity
+        np.testing.assert_array_equal(s_nag.velocity, v)
         np.testing.assert_allclose(d_hb, -ETA * v)
         np.testing.assert_allclose(d_nag, -ETA * (g + 0.9 * v))
         assert not np.allclose(d_hb, d_nag)
@@ -95,3 +95,20 @@ def test_adam_matches_the_paper(eps):
         delta, state = rule.step(g, state, 0.01)
         W = W + delta
     np.testing.assert_allclose(W, adam_from_the_paper(gradients, 0.01, eps=eps), rtol=1e-12)
+
+
+@pytest.mark.parametrize("update", ["plain", "heavy-ball", "nesterov", "adam"])
+def test_coordinate_form_equals_the_array_rule(update):
+    """``rules.direction``, which the CUDA update kernel runs per element, against the NumPy rule:
+    five steps of random gradients, the state carried in ``first``/``second`` as the kernel does."""
+    rng = np.random.default_rng(3)
+    rule = updates.rule(update, 0.7, adam_eps=1e-6)
+    state = rule.init(np.zeros(6))
+    first, second = np.zeros(6), np.zeros(6)
+    for t, g in enumerate(rng.standard_normal((5, 6)), start=1):
+        delta, state = rule.step(g, state, ETA)
+        c1, c2 = 1 - rule.beta1**t, 1 - rule.beta2**t
+        moves = [updates.direction(rule.kind, g[i], first[i], second[i], rule.gamma, rule.beta1, rule.beta2, c1, c2,
+                                   rule.eps) for i in range(6)]
+        first, second = np.array([m[1] for m in moves]), np.array([m[2] for m in moves])
+        np.testing.assert_allclose(-ETA * np.array([m[0] for m in moves]), delta, rtol=1e-13, atol=1e-16)

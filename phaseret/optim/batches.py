@@ -1,10 +1,11 @@
-"""Batch selection: which samples form the batch ``M_t`` of step ``t`` (SPEC 4), for R replicas.
+"""Batch selectors: which samples form the batch ``M_t`` of step ``t`` (SPEC 4), for R replicas.
 
 A selector has ``steps_per_epoch`` and ``select(step, replicas)``, called with consecutive
 global steps ``0, 1, 2, ...`` and the indices of the live replicas; it returns their
 boolean masks (len(replicas), n) of the rows in each batch, or None for all rows. Each
 replica's random choices come from its cell's Philox key (``keys`` (R, 2) uint64),
-addressed by ``(stream, step)`` (SPEC 7).
+addressed by ``(stream, step)`` (SPEC 7). The CUDA backend runs P-SGD's chain on the
+device with the same ``next_membership`` and the same Philox uniforms.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import njit
 
-from . import philox, seeding
+from .. import seeding
+from ..kernels import philox
 
 
 class FullBatch:
@@ -34,13 +37,13 @@ class ShuffledChunks:
         self.n = n
         self.batch_size = int(batch_fraction * n)
         self.steps_per_epoch = n // self.batch_size
-        self._keys = keys
+        self.keys = keys
         self._epoch = -1
         self._permutations = {}
 
     def permutation(self, replica: int, epoch: int) -> np.ndarray:
         """The order of the samples of ``replica`` in ``epoch``."""
-        uniforms = seeding.step_uniforms(self._keys[replica], "sgd-permutation", epoch, self.n)
+        uniforms = seeding.step_uniforms(self.keys[replica], "sgd-permutation", epoch, self.n)
         return np.argsort(uniforms, kind="stable")
 
     def select(self, step: int, replicas: np.ndarray) -> np.ndarray:
@@ -54,32 +57,55 @@ class ShuffledChunks:
         return masks
 
 
-class PersistentPoisson:
-    """P-SGD (thesis 2.4.3): a membership chain per sample, ``ceil(1/b)`` steps per epoch.
+def flip_probabilities(lr: float, batch_fraction: float, tau: float) -> tuple[float, float]:
+    """P-SGD's per-step flips (SPEC 4, thesis 2.4.3): ``(eta/tau, (1-b) eta/(b tau))``, out -> in
+    and in -> out, so that the stationary in-fraction stays ``b``; ``eta`` is the unscaled ``lr``."""
+    return lr / tau, (1.0 - batch_fraction) * lr / (batch_fraction * tau)
 
-    Step 0: each sample in with probability ``b``. Every later step, independently
-    per sample: out -> in with probability ``eta/tau``, in -> out with probability
-    ``(1-b) eta/(b tau)``, so the stationary in-fraction stays ``b``. ``eta`` is the
-    unscaled ``lr``. One uniform per sample per step decides both directions; the chains
-    of all replicas advance in one Numba call (:mod:`phaseret.philox`).
-    """
+
+@njit(cache=True, inline="always")
+def next_membership(inside, u, step, b, probability_in, probability_out):
+    """One sample's P-SGD chain at ``step`` from its uniform ``u``: at step 0 in with probability
+    ``b``; later out -> in with ``probability_in``, in -> out with ``probability_out``."""
+    if step == 0:
+        return u < b
+    if inside:
+        return not (u < probability_out)
+    return u < probability_in
+
+
+@njit(cache=True)
+def persistent_step(member, keys, replicas, stream, step, b, probability_in, probability_out):
+    """Advance the P-SGD chains of ``replicas`` one step in place: ``member`` (R, n) bool,
+    ``keys`` (R, 2) uint64; one uniform per sample per step decides both directions."""
+    n = member.shape[1]
+    u = np.empty(n)
+    for r in replicas:
+        philox.uniforms_into(u, keys[r], stream, step)
+        for mu in range(n):
+            member[r, mu] = next_membership(member[r, mu], u[mu], step, b, probability_in, probability_out)
+
+
+class PersistentPoisson:
+    """P-SGD (thesis 2.4.3): a membership chain per sample, ``ceil(1/b)`` steps per epoch; the
+    chains of all replicas advance in one Numba call (:func:`persistent_step`)."""
+
+    stream = seeding.STREAMS["p-sgd-membership"]
 
     def __init__(self, n: int, batch_fraction: float, tau: float, lr: float, keys: np.ndarray):
         self.n = n
         self.steps_per_epoch = math.ceil(1.0 / batch_fraction)
-        self.probability_in = lr / tau
-        self.probability_out = (1.0 - batch_fraction) * lr / (batch_fraction * tau)
-        self._b = batch_fraction
-        self._keys = np.ascontiguousarray(keys, dtype=np.uint64)
+        self.batch_fraction = batch_fraction
+        self.probability_in, self.probability_out = flip_probabilities(lr, batch_fraction, tau)
+        self.keys = np.ascontiguousarray(keys, dtype=np.uint64)
         self._member = np.zeros((len(keys), n), dtype=bool)
         self._step = -1
 
     def select(self, step: int, replicas: np.ndarray) -> np.ndarray:
         if step != self._step + 1:
             raise ValueError(f"step: the P-SGD chain runs forward one step at a time; expected {self._step + 1}, got {step}")
-        philox.persistent_step(self._member, self._keys, np.asarray(replicas, dtype=np.int64),
-                               seeding.STREAMS["p-sgd-membership"], step, self._b,
-                               self.probability_in, self.probability_out)
+        persistent_step(self._member, self.keys, np.asarray(replicas, dtype=np.int64), self.stream, step,
+                        self.batch_fraction, self.probability_in, self.probability_out)
         self._step = step
         return self._member[replicas]
 

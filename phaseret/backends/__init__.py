@@ -1,0 +1,76 @@
+"""Backends: the state of a replica batch between steps, and the step itself, on one device.
+
+The engine (:mod:`phaseret.engine`) knows no optimizer and no device. It drives a
+:class:`ReplicaState` through two calls per step and a few per epoch. A backend is built
+from the model's kernel codes, an :class:`~phaseret.optim.Optimizer`, an :class:`Instance`
+and the starts; it never sees a configuration. ``CpuReplicas`` (:mod:`.cpu`) is the
+NumPy/Numba one; ``CudaReplicas`` (:mod:`.cuda`, imported lazily by :func:`replica_state`:
+numba-cuda is an optional extra) the GPU one. Everything a backend returns is a host NumPy
+array: a GPU backend crosses to the host once per epoch, for the stopping rule only.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Protocol
+
+import numpy as np
+
+from ..optim import Optimizer
+
+
+class Instance(NamedTuple):
+    """The data of a replica batch in the step's dtype: ``X`` (n, p) and targets ``t`` (n,) shared
+    by all replicas, or one per replica, (R, n, p) and (R, n); ``X_test``, ``t_test`` likewise."""
+
+    X: np.ndarray
+    t: np.ndarray
+    X_test: np.ndarray
+    t_test: np.ndarray
+
+
+class ReplicaState(Protocol):
+    """What the engine needs of a backend. R0 replicas start; ``live`` (R,) holds the original
+    indices of the R still running, and every per-replica array below is over those R."""
+
+    live: np.ndarray
+    steps_per_epoch: int
+
+    def gradients(self, step: int, measure: bool) -> tuple[np.ndarray, np.ndarray] | None:
+        """Draw each live replica's batch ``M_t`` and compute its gradient at the current ``W``;
+        with ``measure`` return the loss and error sums (R,) over *all* training rows at that
+        ``W`` (the epoch's evaluation, folded into the step's forward pass)."""
+
+    def update(self, step: int) -> None:
+        """Gradient EMA, update rule, Langevin noise, projection; note the first non-finite step."""
+
+    def weights(self) -> np.ndarray:
+        """``W`` (R, d, p)."""
+
+    def ema(self) -> np.ndarray:
+        """Gradient EMA (R, 2): tangent and raw ``max |g|`` (SPEC 3)."""
+
+    def diverged_at(self) -> np.ndarray:
+        """(R,) int: the step where a gradient or weight went non-finite, -1 if none."""
+
+    def test_error_sums(self) -> np.ndarray:
+        """(R,) sums of the per-sample errors on the test set at the current ``W``."""
+
+    def gradient_jumps(self, replica: int) -> np.ndarray:
+        """The record ``|g_t - g_{t-1}|_F`` (``sigma_0 = 0``) of original replica ``replica``."""
+
+    def keep(self, keep: np.ndarray) -> None:
+        """Drop the live replicas where ``keep`` (R,) bool is False."""
+
+
+def replica_state(device: str, codes: tuple, optimizer: Optimizer, instance: Instance, W0: np.ndarray,
+                  record_jumps: int) -> ReplicaState:
+    """The replica state on ``device`` (``cpu`` or ``cuda``). ``codes``: the model's kernel codes
+    (:attr:`phaseret.models.Model.kernel_codes`); ``W0`` (R, d, p) the starts; ``record_jumps``:
+    the most steps whose gradient jumps are recorded (0: none)."""
+    if device == "cuda":
+        from .cuda import CudaReplicas
+
+        return CudaReplicas(codes, optimizer, instance, W0, record_jumps)
+    from .cpu import CpuReplicas
+
+    return CpuReplicas(codes, optimizer, instance, W0, record_jumps)

@@ -1,0 +1,63 @@
+"""Langevin noise added after the update step (SPEC 5, thesis 2.4.4; Mignacco et al. 2021).
+
+A noise source holds the replicas' Philox keys (R, 2) and adds its kick to the live replicas
+with ``add(W, replicas, step, eta) -> W`` (W (R_live, d, p)); its Gaussian draws ``u ~ N(0, I)``
+over each replica's ``d x p`` array come from stream ``langevin-noise``, addressed by step
+(:func:`phaseret.seeding.step_normals`; the CUDA kernel draws the same numbers with
+:func:`phaseret.kernels.philox.normal`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import seeding
+
+STREAM = seeding.STREAMS["langevin-noise"]
+
+
+def _direction(key: np.ndarray, step: int, W: np.ndarray) -> np.ndarray:
+    """``u ~ N(0, I)`` over one replica's (d, p) array, in ``W``'s dtype."""
+    return seeding.step_normals(key, "langevin-noise", step, W.size).reshape(W.shape).astype(W.dtype)
+
+
+class TemperatureNoise:
+    """``W <- W + sqrt(2 eta T_t) u`` with ``T_t = T0`` for the first ``t_cool`` steps, then 0."""
+
+    def __init__(self, T0: float, t_cool: int, keys: np.ndarray):
+        self.T0, self.t_cool, self.keys = T0, t_cool, keys
+
+    def scale(self, step: int, eta: float) -> float:
+        """``sqrt(2 eta T_t)``: the kick's size at ``step``, 0 once cooled."""
+        if step >= self.t_cool or self.T0 == 0.0:
+            return 0.0
+        return math.sqrt(2.0 * eta * self.T0)
+
+    def add(self, W: np.ndarray, replicas: np.ndarray, step: int, eta: float) -> np.ndarray:
+        if self.scale(step, eta) == 0.0:
+            return W
+        for i, r in enumerate(replicas):
+            W[i] = W[i] + np.sqrt(2.0 * eta * self.T0) * _direction(self.keys[r], step, W[i])
+        return W
+
+
+class MatchedNoise:
+    """``W <- W + sigma_t u / |u|_F``, not scaled by ``eta``: ``records[r]`` holds replica r's
+    ``sigma_t`` (a reference run's gradient jumps, SPEC 5); ``sigma_t = 0`` after a record ends."""
+
+    def __init__(self, records: list[np.ndarray], keys: np.ndarray):
+        self.records, self.keys = records, keys
+
+    def sigma(self, replica: int, step: int) -> float:
+        record = self.records[replica]
+        return float(record[step]) if step < len(record) else 0.0
+
+    def add(self, W: np.ndarray, replicas: np.ndarray, step: int, eta: float) -> np.ndarray:
+        for i, r in enumerate(replicas):
+            sigma = self.sigma(r, step)
+            if sigma != 0.0:
+                u = _direction(self.keys[r], step, W[i])
+                W[i] = W[i] + self.records[r][step] * u / np.linalg.norm(u)
+        return W

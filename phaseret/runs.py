@@ -1,0 +1,50 @@
+"""Running validated cells: the baselines (GAMP, spectral) one by one, every gradient method as a
+replica batch of the engine. Where a run starts, its ``backend`` is resolved to a device."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .baselines import run_baseline
+from .config import BASELINES, RunConfig, reference_config
+from .devices import resolve
+from .engine import Engine
+from .matched_noise import GradientJumps
+from .records import RunResult, epoch_grid
+from .replica_batch import build_batch, check_replicas
+
+
+def run_replicas(configs: list[RunConfig], grid=None, *, record_gradient_jumps: bool = False,
+                 jumps: GradientJumps | None = None) -> list[RunResult]:
+    """Train validated cells that differ only in ``seed``, in lockstep; one result per cell, in order.
+
+    ``grid``: the trajectory's epochs (default ``epoch_grid(max_epochs)``). With
+    ``record_gradient_jumps`` each result carries its matched-noise record. ``jumps``: the cache of
+    matched-noise records for Langevin cells (default: a new one for this call). A ``backend``
+    that cannot run here (``cuda`` without a GPU) is refused before any work. Overflow is no
+    warning: a non-finite value ends that replica with status ``diverged``."""
+    check_replicas(configs)
+    started = time.perf_counter()
+    c = configs[0]
+    device = resolve(c.backend)
+    grid = epoch_grid(c.max_epochs) if grid is None else grid
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        if c.algorithm in BASELINES:
+            return [run_baseline(config, grid) for config in configs]
+        records = None
+        if c.algorithm == "langevin" and c.noise == "matched":
+            jumps = reference_jumps() if jumps is None else jumps
+            records = jumps.records([reference_config(cell) for cell in configs])
+        batch = build_batch(configs, device, records, record_gradient_jumps)
+        return Engine(batch, grid, record_gradient_jumps, started).run()
+
+
+def reference_jumps() -> GradientJumps:
+    """A new cache of matched-noise records whose reference runs are replica batches here."""
+
+    def run(references: list[RunConfig]) -> list[np.ndarray]:
+        return [r.gradient_jumps for r in run_replicas(references, record_gradient_jumps=True)]
+
+    return GradientJumps(run)
