@@ -110,7 +110,8 @@ def test_cuda_follows_the_cpu_trajectory(keys):
 def test_p_sgd_batches_are_the_cpu_batches_bit_for_bit():
     from numba import cuda
 
-    from phaseret.kernels.cuda_steps import T, persistent_step as kernel
+    from phaseret.backends.cuda_kernels import persistent_step as kernel
+    from phaseret.kernels.cuda_products import T
 
     n, R = 37, 3
     keys = np.stack([seeding.cell_key(5, r) for r in range(R)])
@@ -128,7 +129,8 @@ def test_p_sgd_batches_are_the_cpu_batches_bit_for_bit():
 def test_langevin_normals_are_the_cpu_normals():
     from numba import cuda
 
-    from phaseret.kernels.cuda_steps import T, langevin
+    from phaseret.backends.cuda_kernels import langevin
+    from phaseret.kernels.cuda_products import T
 
     d, p = 3, 5
     key = seeding.cell_key(2, 9)
@@ -173,3 +175,12 @@ def test_a_study_runs_on_the_cuda_backend(tmp_path):
     assert '"backend": "cuda"' in datasets["cuda"].attrs["study"]
     np.testing.assert_allclose(datasets["cuda"].test_error, datasets["cpu"].test_error, rtol=1e-9)
     np.testing.assert_array_equal(datasets["cuda"].epochs, datasets["cpu"].epochs)
+
+
+def test_the_cuda_state_satisfies_the_backend_protocol():
+    from phaseret.backends import ReplicaState
+    from phaseret.replica_batch import build_batch
+
+    batch = build_batch([validate(seed=s, backend="cuda", algorithm="p-sgd", **SMALL) for s in range(2)], "cuda")
+    assert isinstance(batch.replicas, ReplicaState)
+    assert batch.replicas.weights().shape == (2, 1, 8)

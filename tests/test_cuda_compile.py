@@ -54,13 +54,14 @@ def example_arguments(dtype):
 def test_every_kernel_compiles_to_ptx(dtype, monkeypatch):
     from numba.cuda import dispatcher
 
-    from phaseret.kernels import cuda_products, cuda_steps
+    from phaseret.backends import cuda_kernels
+    from phaseret.kernels import cuda_products
 
     # Device functions ask the current GPU for its compute capability; there is none here.
     monkeypatch.setattr(dispatcher, "get_current_device", lambda: SimpleNamespace(compute_capability=(9, 0)))
 
-    assert (cuda_steps.T, cuda_steps.M) == (16, 2)
-    kernels = cuda_steps.KERNELS | cuda_products.matrix_kernels(dtype)
+    assert (cuda_products.T, cuda_products.M) == (16, 2)
+    kernels = cuda_kernels.KERNELS | cuda_products.matrix_kernels(dtype) | {"row_sums": cuda_products.row_sums}
     arguments = example_arguments(np.dtype(dtype))
     assert set(kernels) == set(arguments)
     for name, kernel in kernels.items():

@@ -11,7 +11,7 @@ array: a GPU backend crosses to the host once per epoch, for the stopping rule o
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -28,6 +28,7 @@ class Instance(NamedTuple):
     t_test: np.ndarray
 
 
+@runtime_checkable
 class ReplicaState(Protocol):
     """What the engine needs of a backend. R0 replicas start; ``live`` (R,) holds the original
     indices of the R still running, and every per-replica array below is over those R."""

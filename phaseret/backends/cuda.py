@@ -2,15 +2,17 @@
 
 Same contract as the CPU's (:class:`phaseret.backends.ReplicaState`); every array stays on the
 device between steps and the host sees ``(R,)`` sums, the weights and the EMA once per epoch.
-One step is five kernel launches (six with Langevin noise), all from :mod:`phaseret.kernels`:
+One step is five kernel launches (six with Langevin noise):
 
-1. the batch: P-SGD's membership chains (``cuda_steps.persistent_step``, the same Philox
+1. the batch: P-SGD's membership chains (``persistent_step``, the same Philox
    numbers and ``next_membership`` as the CPU, so both backends draw the same batches bit for
    bit); SGD's permutation is a sort, drawn on the host from the same stream and sent to the
    device once per epoch, as each sample's position (chunk ``j`` is positions ``[j B, (j+1) B)``);
-2. ``forward``: ``Lambda^T = W X^T`` fused with the per-sample part (``cuda_products``);
+2. ``forward``: ``Lambda^T = W X^T`` fused with the per-sample part
+   (:mod:`phaseret.kernels.cuda_products`);
 3. ``backward``: ``G = D^T X``;
-4. ``maxima``: the gradient EMA and the divergence flag;
+4. ``maxima``: the gradient EMA and the divergence flag (this and the rest:
+   :mod:`phaseret.backends.cuda_kernels`);
 5. ``update``: the update rule's coordinate form;
 6. ``langevin`` (Langevin cells only), then ``project``.
 """
@@ -20,14 +22,12 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from ..kernels import cuda_steps
-from ..kernels.cuda_products import B, matrix_kernels
+from ..kernels.cuda_products import B, T, matrix_kernels, row_sums
 from ..optim import Optimizer
 from ..optim.batches import PersistentPoisson, ShuffledChunks
 from ..optim.noise import MatchedNoise
 from . import Instance
-
-T = cuda_steps.T
+from . import cuda_kernels as kernels
 
 
 def _blocks(count: int, size: int) -> int:
@@ -74,7 +74,7 @@ class _Products:
         out = []
         for terms in (self.loss_terms, self.error_terms):
             sums = cuda.device_array(R)
-            cuda_steps.row_sums[R, T](terms, sums)
+            row_sums[R, T](terms, sums)
             out.append(sums.copy_to_host())
         return tuple(out)
 
@@ -92,7 +92,7 @@ class _DeviceBatches:
         s = self.selector
         if isinstance(s, PersistentPoisson):
             grid = (_blocks(self.n, T), _blocks(len(live), T))
-            cuda_steps.persistent_step[grid, (T, T)](self.batch, self.keys, originals, step, s.batch_fraction,
+            kernels.persistent_step[grid, (T, T)](self.batch, self.keys, originals, step, s.batch_fraction,
                                                       s.probability_in, s.probability_out)
             return 0, 1
         if isinstance(s, ShuffledChunks):
@@ -151,21 +151,21 @@ class CudaReplicas:
         o, rule = self.optimizer, self.optimizer.rule
         R, d, p = self.W.shape
         if self.jumps is not None:
-            cuda_steps.jumps[R, T](self.G, self.previous_G, self.originals, self.jumps, step)
+            kernels.jumps[R, T](self.G, self.previous_G, self.originals, self.jumps, step)
             self.updates_per_replica[self.live] += 1
-        cuda_steps.maxima[R, T](self.G, self.W, o.projection, self._ema, self._diverged_at, step)
+        kernels.maxima[R, T](self.G, self.W, o.projection, self._ema, self._diverged_at, step)
         self.updates_done += 1
         correction1 = 1.0 - rule.beta1**self.updates_done
         correction2 = 1.0 - rule.beta2**self.updates_done
-        cuda_steps.update[_blocks(R * d * p, T * T), T * T](
+        kernels.update[_blocks(R * d * p, T * T), T * T](
             self.W, self.G, self.first, self.second, rule.kind, o.step_size, rule.gamma, rule.beta1, rule.beta2,
             correction1, correction2, rule.eps)
         if o.noise is not None:
             matched = isinstance(o.noise, MatchedNoise)
             scale = 0.0 if matched else o.noise.scale(step, o.step_size)
             if matched or scale > 0.0:
-                cuda_steps.langevin[R, T](self.W, self.keys, self.originals, step, matched, self.sigmas, scale)
-        cuda_steps.project[R * d, T](self.W, o.projection, self._diverged_at, step)
+                kernels.langevin[R, T](self.W, self.keys, self.originals, step, matched, self.sigmas, scale)
+        kernels.project[R * d, T](self.W, o.projection, self._diverged_at, step)
 
     # --- once per epoch ----------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
-"""The CUDA matrix kernels: ``Lambda^T = W X^T`` fused with the per-sample part, and ``G = D^T X``.
+"""The CUDA matrix kernels: ``Lambda^T = W X^T`` fused with the per-sample part, ``G = D^T X``,
+and the row sums of the per-sample loss and error.
 
 Tiled shared-memory products with register tiles: a block of ``T x T`` threads computes a
-``B x B`` tile, ``B = T M``, each thread ``M x M`` outputs (:func:`phaseret.kernels.cuda_steps.tile`).
+``B x B`` tile, ``B = T M``, each thread ``M x M`` outputs (:func:`tile`).
 The forward kernel calls the per-sample functions of :mod:`phaseret.kernels.derivative`
 (``activation``, ``loss_terms``, ``error_term``), as the CPU's ``replica_factors`` does. The
 tiles' shared arrays need the dtype at compile time, so :func:`matrix_kernels` builds the two
@@ -12,14 +13,50 @@ static shared memory.
 from __future__ import annotations
 
 import functools
+import os
 
 from numba import cuda, float32, float64
 
 from . import derivative
-from .cuda_steps import M, T
 
+
+def _power_of_two(name: str, default: int, least: int) -> int:
+    value = int(os.environ.get(name, str(default)))
+    if value < least or value & (value - 1):
+        raise ValueError(f"{name}: must be a power of two >= {least}, got {value}")
+    return value
+
+
+def tile() -> tuple[int, int]:
+    """``(T, M)``: threads per block edge of the matrix kernels and outputs per thread per edge,
+    from ``PHASERET_CUDA_TILE`` (default 16) and ``PHASERET_CUDA_MICRO`` (default 2); a block
+    computes a ``T M x T M`` tile. A 1-D block (row sums, the optimizer's kernels) has ``T`` threads."""
+    return _power_of_two("PHASERET_CUDA_TILE", 16, 2), _power_of_two("PHASERET_CUDA_MICRO", 2, 1)
+
+
+T, M = tile()
 B = T * M
 PADDED = T + 1  # a row stride coprime with the 32 shared-memory banks: column reads without conflicts
+
+
+@cuda.jit(device=True)
+def tree_reduce(buffer, i, maximum):
+    """Sum (or with ``maximum`` the maximum, NaN winning: a non-finite gradient must show) of
+    ``buffer[:T]`` by a block of ``T`` threads, thread ``i``, in a fixed order."""
+    cuda.syncthreads()
+    width = T // 2
+    while width > 0:
+        if i < width:
+            a, b = buffer[i], buffer[i + width]
+            if maximum:
+                buffer[i] = a if (a != a or a >= b) else b
+            else:
+                buffer[i] = a + b
+        cuda.syncthreads()
+        width //= 2
+    total = buffer[0]
+    cuda.syncthreads()
+    return total
 
 
 @cuda.jit(device=True)
@@ -28,6 +65,18 @@ def unit_of(u, chunk, first_replica, replicas_per_block, units_per_chunk, R, d):
     local = u // units_per_chunk
     r, k = first_replica + local, chunk * units_per_chunk + u % units_per_chunk
     return r, k, local < replicas_per_block and r < R and k < d
+
+
+@cuda.jit
+def row_sums(terms, out):
+    """``out[r] = sum_mu terms[r, mu]`` over the first ``len(out)`` rows; one block per row."""
+    r, i = cuda.blockIdx.x, cuda.threadIdx.x
+    buffer = cuda.shared.array(T, float64)
+    total = 0.0
+    for mu in range(i, terms.shape[1], T):
+        total += terms[r, mu]
+    buffer[i] = total
+    out[r] = tree_reduce(buffer, i, False)
 
 
 @functools.lru_cache(maxsize=None)

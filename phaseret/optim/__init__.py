@@ -10,7 +10,7 @@ update rule        :mod:`.rules` ``plain``, ``momentum``,        ``rules.directi
                    ``adam``
 Langevin noise     :mod:`.noise` ``TemperatureNoise``,           ``kernels.philox.normal``
                    ``MatchedNoise``
-projection         :func:`phaseret.sphere.project`               ``kernels.cuda_steps.project``
+projection         :func:`phaseret.sphere.project`               ``backends.cuda_kernels.project``
 =================  ===========================================  =============================
 
 Backends (:mod:`phaseret.backends`) receive an :class:`Optimizer` and arrays; none of them
@@ -19,14 +19,11 @@ reads ``algorithm``, ``update`` or ``noise``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
 from . import batches, noise, rules
-
-if TYPE_CHECKING:  # the configuration module validates with batches.flip_probabilities
-    from ..config import RunConfig
 
 
 class Optimizer(NamedTuple):
@@ -47,10 +44,11 @@ class Optimizer(NamedTuple):
     keys: np.ndarray
 
 
-def build(config: RunConfig, n: int, keys: np.ndarray, noise_records: list[np.ndarray] | None = None) -> Optimizer:
-    """The optimizer of a validated cell for ``n`` training samples and replicas keyed by ``keys``
-    (R, 2); ``noise_records`` are the matched-noise records (one per replica) of a Langevin cell
-    with ``noise = "matched"``."""
+def build(config, n: int, keys: np.ndarray, noise_records: list[np.ndarray] | None = None) -> Optimizer:
+    """The optimizer of a validated cell (a :class:`phaseret.config.RunConfig`, which sits above
+    this package: its validation uses :func:`.batches.flip_probabilities`) for ``n`` training
+    samples and replicas keyed by ``keys`` (R, 2); ``noise_records`` are the matched-noise
+    records (one per replica) of a Langevin cell with ``noise = "matched"``."""
     c = config
     keys = np.ascontiguousarray(keys, dtype=np.uint64)
     source = None

@@ -6,7 +6,7 @@ the update (:mod:`phaseret.optim.noise`, :mod:`phaseret.sphere`), so every batch
 composes with every update. States are named tuples of arrays shaped like ``W`` (R, d, p).
 
 Beside each CPU rule sits its coordinate form ``direction``, which the CUDA update kernel
-calls per element (:mod:`phaseret.kernels.cuda_steps`): ``W <- W - eta direction``.
+calls per element (:mod:`phaseret.backends.cuda_kernels`): ``W <- W - eta direction``.
 """
 
 from __future__ import annotations

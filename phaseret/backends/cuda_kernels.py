@@ -1,66 +1,28 @@
-"""CUDA kernels of one step around the products: the P-SGD chain, the gradient EMA, the update
-rule, the Langevin kick, the projection, the matched-noise record and the row sums.
+"""CUDA kernels of the optimizer's pieces around the products: the P-SGD chain, the gradient EMA,
+the update rule, the Langevin kick, the projection and the matched-noise record.
 
 Each kernel runs the coordinate form of a CPU piece, from the same room as that piece:
 ``optim.batches.next_membership``, ``optim.rules.direction``, ``kernels.maxima.ema_step``,
 ``kernels.philox.normal``. Sums run in a fixed order (a block's tree, no atomics), so a rerun
-on the same GPU is bit-identical. Block sizes come from :func:`tile`, read once at import
-(``PHASERET_CUDA_TILE`` threads per block edge, default 16, and ``PHASERET_CUDA_MICRO``
-outputs per thread per edge, default 2; the simulator tests use 2 and 2). Import this module
-only to run on a GPU: it needs numba-cuda.
+on the same GPU is bit-identical. A 1-D block has ``T`` threads
+(:func:`phaseret.kernels.cuda_products.tile`). Imported only by the CUDA backend: it needs
+numba-cuda.
 """
 
 from __future__ import annotations
 
 import math
-import os
 
 from numba import cuda, float64
 
+from ..kernels import maxima as _maxima
+from ..kernels.cuda_products import T, tree_reduce
+from ..kernels.philox import normal, uniform
 from ..optim import rules
 from ..optim.batches import PersistentPoisson, next_membership
 from ..optim.noise import STREAM as NOISE_STREAM
-from . import maxima as _maxima
-from .philox import normal, uniform
 
 MEMBERSHIP_STREAM = PersistentPoisson.stream
-
-
-def _power_of_two(name: str, default: int, least: int) -> int:
-    value = int(os.environ.get(name, str(default)))
-    if value < least or value & (value - 1):
-        raise ValueError(f"{name}: must be a power of two >= {least}, got {value}")
-    return value
-
-
-def tile() -> tuple[int, int]:
-    """``(T, M)``: threads per block edge of the matrix kernels and outputs per thread per edge,
-    from ``PHASERET_CUDA_TILE`` (default 16) and ``PHASERET_CUDA_MICRO`` (default 2); a block
-    computes a ``T M x T M`` tile. The 1-D kernels here use ``T`` threads per block."""
-    return _power_of_two("PHASERET_CUDA_TILE", 16, 2), _power_of_two("PHASERET_CUDA_MICRO", 2, 1)
-
-
-T, M = tile()
-
-
-@cuda.jit(device=True)
-def tree_reduce(buffer, i, maximum):
-    """Sum (or with ``maximum`` the maximum, NaN winning: a non-finite gradient must show) of
-    ``buffer[:T]`` by a block of ``T`` threads, thread ``i``, in a fixed order."""
-    cuda.syncthreads()
-    width = T // 2
-    while width > 0:
-        if i < width:
-            a, b = buffer[i], buffer[i + width]
-            if maximum:
-                buffer[i] = a if (a != a or a >= b) else b
-            else:
-                buffer[i] = a + b
-        cuda.syncthreads()
-        width //= 2
-    total = buffer[0]
-    cuda.syncthreads()
-    return total
 
 
 @cuda.jit
@@ -74,18 +36,6 @@ def persistent_step(batch, keys, originals, step, b, probability_in, probability
     u = uniform(keys[r, 0], keys[r, 1], MEMBERSHIP_STREAM, step, mu)
     inside = next_membership(batch[r, mu] == 0, u, step, b, probability_in, probability_out)
     batch[r, mu] = 0 if inside else 1
-
-
-@cuda.jit
-def row_sums(terms, out):
-    """``out[r] = sum_mu terms[r, mu]`` over the first ``len(out)`` rows; one block per row."""
-    r, i = cuda.blockIdx.x, cuda.threadIdx.x
-    buffer = cuda.shared.array(T, float64)
-    total = 0.0
-    for mu in range(i, terms.shape[1], T):
-        total += terms[r, mu]
-    buffer[i] = total
-    out[r] = tree_reduce(buffer, i, False)
 
 
 @cuda.jit
@@ -212,5 +162,5 @@ def jumps(G, previous, originals, out, step):
         previous[r, e // p, e % p] = G[r, e // p, e % p]
 
 
-KERNELS = {"persistent_step": persistent_step, "row_sums": row_sums, "maxima": maxima, "update": update,
-           "langevin": langevin, "project": project, "jumps": jumps}
+KERNELS = {"persistent_step": persistent_step, "maxima": maxima, "update": update, "langevin": langevin,
+           "project": project, "jumps": jumps}
