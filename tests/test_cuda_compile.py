@@ -61,7 +61,7 @@ def test_every_kernel_compiles_to_ptx(dtype, monkeypatch):
     monkeypatch.setattr(dispatcher, "get_current_device", lambda: SimpleNamespace(compute_capability=(9, 0)))
 
     assert (cuda_products.T, cuda_products.M) == (16, 2)
-    kernels = cuda_kernels.KERNELS | cuda_products.matrix_kernels(dtype) | {"row_sums": cuda_products.row_sums}
+    kernels = cuda_kernels.KERNELS | cuda_products.KERNELS
     arguments = example_arguments(np.dtype(dtype))
     assert set(kernels) == set(arguments)
     for name, kernel in kernels.items():

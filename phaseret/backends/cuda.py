@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from ..kernels.cuda_products import B, T, matrix_kernels, row_sums
+from ..kernels.cuda_products import B, T, backward, forward, row_sums
 from ..optim import Optimizer
 from ..optim.batches import PersistentPoisson, ShuffledChunks
 from ..optim.noise import MatchedNoise
@@ -39,7 +39,6 @@ class _Products:
     (R, n, p) per replica, ``t`` (n,) or (R, n)."""
 
     def __init__(self, codes: tuple, X: np.ndarray, t: np.ndarray, R: int, d: int):
-        self.kernels = matrix_kernels(str(X.dtype))
         self.X = cuda.to_device(X if X.ndim == 3 else X[None])
         self.t = cuda.to_device(t if t.ndim == 2 else t[None])
         self.per_seed = X.ndim == 3
@@ -60,14 +59,14 @@ class _Products:
     def forward(self, W, originals, batch, lo: int, hi: int) -> None:
         R, d, p = W.shape
         per_block, units, chunks, blocks_y = self.layout(R, d)
-        self.kernels["forward"][(_blocks(self.n, B), blocks_y), (T, T)](
+        forward[(_blocks(self.n, B), blocks_y), (T, T)](
             self.X, self.t, W, originals, batch, lo, hi, per_block, units, chunks, *self.codes,
             self.Lam_t, self.Dt, self.loss_terms, self.error_terms)
 
     def backward(self, originals, G) -> None:
         R, d, p = G.shape
         rows, replicas = (d, R) if self.per_seed else (R * d, 1)
-        self.kernels["backward"][(_blocks(p, B), _blocks(rows, B), replicas), (T, T)](self.Dt, self.X, originals, G)
+        backward[(_blocks(p, B), _blocks(rows, B), replicas), (T, T)](self.Dt, self.X, originals, G)
 
     def sums(self, R: int) -> tuple[np.ndarray, np.ndarray]:
         """Loss and error sums (R,) of the last forward pass, on the host."""

@@ -36,7 +36,7 @@ class Optimizer(NamedTuple):
     ``keys`` (R, 2) uint64: the replicas' Philox keys, which the selector and the noise draw from.
     """
 
-    selector: object
+    selector: batches.BatchSelector
     rule: rules.UpdateRule
     noise: noise.TemperatureNoise | noise.MatchedNoise | None
     projection: bool

@@ -11,12 +11,23 @@ device with the same ``next_membership`` and the same Philox uniforms.
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import numpy as np
 from numba import njit
 
 from .. import seeding
 from ..kernels import philox
+
+
+class BatchSelector(Protocol):
+    """What a selector provides: ``steps_per_epoch`` and ``select(step, replicas)``, the masks
+    (len(replicas), n) bool of the live ``replicas`` (original indices) at ``step``, or None for
+    all rows."""
+
+    steps_per_epoch: int
+
+    def select(self, step: int, replicas: np.ndarray) -> np.ndarray | None: ...
 
 
 class FullBatch:
