@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .results import load_folder
-from .runner import SlurmOptions, cell_states, run_study
+from .runner import SlurmOptions, Stopped, cell_states, run_study
 from .study import load_study
 
 
@@ -25,6 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"phaseret: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # the file system refused: read-only folder, full disk, ...
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"phaseret: error: {where}{error.strerror or error}; cells not written stay pending: "
+              "rerun the same command to resume", file=sys.stderr)
+        return 2
 
 
 def _run(args) -> int:
@@ -38,9 +43,15 @@ def _run(args) -> int:
     history = f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} phaseret {shlex.join(args.argv)}"
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    with logging_redirect_tqdm():
-        path = run_study(study, out, workers=args.workers, scheduler=args.scheduler, slurm=slurm,
-                         progress=not args.no_progress, history=history)
+    try:
+        with logging_redirect_tqdm():
+            path = run_study(study, out, workers=args.workers, scheduler=args.scheduler, slurm=slurm,
+                             progress=not args.no_progress, history=history, wait=args.wait)
+    except Stopped as stop:
+        states = cell_states(study, out)
+        print(f"phaseret: stopped by {stop}: {len(states['done'])} of {len(study.cells)} cells done in {out}; "
+              "rerun the same command to resume", file=sys.stderr)
+        return 128 + stop.signum
     print(f"dataset: {path}")
     return 0
 
@@ -83,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--slurm-memory", default="4GB", help="memory per job")
     run.add_argument("--slurm-jobs", type=int, default=1, help="number of jobs")
     run.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    run.add_argument("--wait", action="store_true", help="if another run holds the results folder, wait for it instead of refusing")
     run.set_defaults(command=_run)
 
     status = commands.add_parser("status", help="list done / failed / pending cells of a results folder")

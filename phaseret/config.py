@@ -9,7 +9,10 @@ whose message starts with the field's name.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, field
+
+import numpy as np
 
 from .data import DEFAULT_K, LANDSCAPES, TEACHERS, n_samples
 from .models import MODELS
@@ -94,15 +97,21 @@ _INT, _FLOAT, _STR, _BOOL, _DICT = "an integer", "a number", "a string", "a bool
 
 
 def _is(kind: str, value) -> bool:
+    """Whether ``value`` has the kind; NumPy's integer and float scalars are numbers too."""
     if kind == _INT:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
     if kind == _FLOAT:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
     if kind == _STR:
         return isinstance(value, str)
     if kind == _BOOL:
         return isinstance(value, bool)
     return isinstance(value, dict)
+
+
+def _plain(kind: str, value):
+    """A checked value as plain Python data (``int``, ``float``), as a configuration stores it."""
+    return int(value) if kind == _INT else float(value) if kind == _FLOAT else value
 
 
 def _positive(v):
@@ -162,12 +171,18 @@ _OPTIMIZER_KEYS = {
     "damping": (_FLOAT, lambda v: None if 0 <= v < 1 else "must lie in [0, 1)"),
     "label": (_STR, lambda v: None if v.strip() else "must not be empty"),
 }
+def _error_threshold(v):
+    """An error threshold must be finite and below 0.5: a student that learned nothing has error 0.5
+    (the door's misclassified fraction) or about 2 (phase retrieval), and must not count as converged."""
+    return None if math.isfinite(v) and 0 <= v < 0.5 else "must be a finite number in [0, 0.5)"
+
+
 _STOP_KEYS = {
-    "train_error": (_FLOAT, _at_least(0)),
-    "test_error": (_FLOAT, _at_least(0)),
-    "grad_ema": (_FLOAT, _at_least(0)),
+    "train_error": (_FLOAT, _error_threshold),
+    "test_error": (_FLOAT, _error_threshold),
+    "grad_ema": (_FLOAT, lambda v: None if math.isfinite(v) and v >= 0 else "must be a finite number >= 0"),
     "grad_measure": (_STR, _one_of(("tangent", "raw"))),
-    "success": (_FLOAT, _positive),
+    "success": (_FLOAT, lambda v: None if math.isfinite(v) and 0 < v < 0.5 else "must be a finite number in (0, 0.5)"),
 }
 #: Keys a matched-noise reference may set: its batch rule and update.
 _REFERENCE_KEYS = ("algorithm", "update", "momentum", "lr", "lr_scaling", "batch_fraction", "tau", "adam_eps")
@@ -195,8 +210,8 @@ def validate(**keys) -> RunConfig:
     _check_table(keys, {**_RUN_KEYS, **_OPTIMIZER_KEYS})
     _check_table(keys.get("stop", {}), _STOP_KEYS, "stop.")
     table = {**_RUN_KEYS, **_OPTIMIZER_KEYS, **_STOP_KEYS}
-    as_typed = {k: float(v) if table[k][0] == _FLOAT else v for k, v in keys.items() if k != "stop"}
-    stop = Stop(**{k: float(v) if table[k][0] == _FLOAT else v for k, v in keys.get("stop", {}).items()})
+    as_typed = {k: _plain(table[k][0], v) for k, v in keys.items() if k != "stop"}
+    stop = Stop(**{k: _plain(table[k][0], v) for k, v in keys.get("stop", {}).items()})
     config = RunConfig(**as_typed, stop=stop)
     _check_combinations(config)
     return config

@@ -14,6 +14,8 @@ start ``W0``   (study seed, p, hidden, alpha, seed), never the optimizer
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,6 +87,15 @@ def make_dataset(
 ) -> Dataset:
     """Draw the training set (``n = floor(alpha p)`` samples) and a fresh test set (default ``n_test = p``)."""
     _check_choice("landscape", landscape, LANDSCAPES)
+    _check_count("p", p, 1)
+    _check_count("seed", seed, 0)
+    _check_count("study_seed", study_seed, 0)
+    if n_test is not None:
+        _check_count("n_test", n_test, 1)
+    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, numbers.Real) or not math.isfinite(alpha) or alpha <= 0:
+        raise ValueError(f"alpha: must be a finite number > 0, got {alpha!r}")
+    if n_samples(alpha, p) < 1:
+        raise ValueError(f"alpha: floor(alpha p) = {n_samples(alpha, p)} training samples; need at least 1")
     w_star = teacher(task, p, study_seed=study_seed, kind=teacher_kind)
     n_test = p if n_test is None else n_test
     # Fixed-length keys: (p, alpha, landscape code, seed), seed 0 in the shared landscape.
@@ -98,6 +109,12 @@ def initial_weights(p: int, hidden: int, alpha: float, seed: int, *, study_seed:
     """The start ``W0`` (hidden, p): ``w_k ~ N(0, I_p)`` projected onto ``|w_k| = sqrt(p)`` (SPEC 5)."""
     rng = seeding.generator(study_seed, "init", p, hidden, seeding.alpha_key(alpha), seed)
     return sphere.project(rng.standard_normal((hidden, p)))
+
+
+def _check_count(name: str, value, least: int) -> None:
+    """An integer (Python's or NumPy's) of at least ``least``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < least:
+        raise ValueError(f"{name}: must be an integer >= {least}, got {value!r}")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import time
+from typing import Callable
 
 import numpy as np
 
@@ -26,9 +27,11 @@ class Engine:
     """The loop over one replica batch, its trajectories and its results."""
 
     def __init__(self, batch: ReplicaBatch, grid: np.ndarray, record_gradient_jumps: bool = False,
-                 started: float | None = None):
-        """``started``: the ``time.perf_counter()`` at which the batch began (its set-up included)."""
+                 started: float | None = None, interrupt: Callable[[], None] | None = None):
+        """``started``: the ``time.perf_counter()`` at which the batch began (its set-up included);
+        ``interrupt``: called after every epoch, it raises to stop the batch (a stop the user asked for)."""
         self.started = time.perf_counter() if started is None else started
+        self.interrupt = interrupt
         self.batch = batch
         self.replicas = batch.replicas
         self.config = batch.configs[0]
@@ -43,6 +46,8 @@ class Engine:
             for j in range(steps_per_epoch):
                 measured = self.replicas.gradients(step, measure=j == 0)
                 if j == 0:  # the forward pass measured the weights after `epoch`
+                    if self.interrupt is not None:
+                        self.interrupt()
                     self._end_of_epoch(epoch, step, *measured)
                     if self.replicas.live.size == 0:
                         return self.results

@@ -132,9 +132,13 @@ class Model:
         return float(np.mean(np.where(s >= 0, 1.0, -1.0) != y))
 
     def _check(self, W, X, y):
-        """Validate shapes; return ``W`` as (d, p), ``X`` as (n, p), ``y`` as (n,)."""
-        W = np.asarray(W)
-        X = np.asarray(X)
+        """Validate shapes, dtypes and finiteness; return ``W`` as (d, p), ``X`` as (n, p), ``y`` as
+        (n,), all in ``X``'s float dtype (integer or boolean arrays become float64)."""
+        W, X = _real_array("W", W), _real_array("X", X)
+        if X.dtype.kind != "f":
+            X = X.astype(np.float64)
+        if not np.isfinite(X).all():
+            raise ValueError("X: must be finite; found NaN or inf")
         if W.ndim == 1 and self.hidden == 1:
             W = W[None, :]
         if W.ndim != 2 or W.shape[0] != self.hidden:
@@ -142,8 +146,18 @@ class Model:
         if X.ndim != 2 or X.shape[1] != W.shape[1]:
             raise ValueError(f"X: expected shape (n, p={W.shape[1]}), got {X.shape}")
         if y is not None:
-            y = np.asarray(y)
+            y = _real_array("y", y)
             if y.shape != (X.shape[0],):
                 raise ValueError(f"y: expected shape (n={X.shape[0]},), got {y.shape}")
+            if not np.isfinite(y).all():
+                raise ValueError("y: must be finite; found NaN or inf")
             y = y.astype(X.dtype, copy=False)
         return W.astype(X.dtype, copy=False), X, y
+
+
+def _real_array(name: str, value) -> np.ndarray:
+    """``value`` as an array of real numbers (integers and booleans allowed); refuse anything else."""
+    array = np.asarray(value)
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{name}: must hold real numbers, got dtype {array.dtype}")
+    return array

@@ -34,8 +34,14 @@ def wilson_interval(successes: np.ndarray, trials: np.ndarray, z: float = 1.96) 
 def plot_folder(out_dir: Path) -> list[Path]:
     """Draw the figures of the dataset ``out_dir/<study>.nc`` into ``out_dir``; return the files."""
     study = load_folder(out_dir)
-    with xr.open_dataset(Path(out_dir) / f"{study.name}.nc") as ds:
-        ds = ds.load()
+    path = Path(out_dir) / f"{study.name}.nc"
+    if not path.exists():
+        raise ValueError(f"DIR: {path} does not exist; finish the study first (phaseret run {study.source} --scale {study.scale})")
+    try:
+        with xr.open_dataset(path) as ds:
+            ds = ds.load()
+    except Exception as error:  # truncated or not netCDF: the study's next run writes it anew
+        raise ValueError(f"DIR: {path} cannot be read ({type(error).__name__}: {error}); rerun the study to write it anew") from None
     paths = []
     for figure, stem in ((success_figure(ds), "success"), (test_error_figure(ds), "test_error"),
                          (trajectory_figure(ds), "trajectories")):

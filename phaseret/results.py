@@ -8,10 +8,14 @@ holds another configuration than the study's, counts as not done.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import socket
 import subprocess
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +46,34 @@ OPTIMIZER_COORDS = {
 }
 CELLS = "cells"
 STUDY_FILE = "study.json"
+LOCK_FILE = ".phaseret.lock"
+
+
+@contextlib.contextmanager
+def folder_lock(out_dir: Path, wait: bool = False):
+    """Hold ``out_dir``'s writer lock (an ``flock`` on ``out_dir/.phaseret.lock``, released by the
+    OS when its process dies, SIGKILL included). Another holder: refused at once, naming it (host,
+    pid, start), or with ``wait`` waited for."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / LOCK_FILE, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another phaseret run"
+            raise ValueError(f"out: {out_dir} is in use by {holder}; wait for it to finish, or pass --wait") from None
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"phaseret run on {socket.gethostname()}, pid {os.getpid()}, since {started}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def claim_folder(study: Study, out_dir: Path) -> None:
@@ -60,8 +92,12 @@ def load_folder(out_dir: Path) -> Study:
     path = Path(out_dir) / STUDY_FILE
     if not path.exists():
         raise ValueError(f"DIR: {out_dir} holds no {STUDY_FILE}; is it the --out folder of `phaseret run`?")
-    record = json.loads(path.read_text())
-    return build_study(record["table"], record["scale"], source=record["source"])
+    try:
+        record = json.loads(path.read_text())
+        return build_study(record["table"], record["scale"], source=record["source"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"DIR: {path} is not a study record phaseret can read ({error}); "
+                         "rerun the study into a fresh folder") from None
 
 
 def cell_path(out_dir: Path, cell: Cell) -> Path:
@@ -105,8 +141,10 @@ def write_failure(out_dir: Path, cell: Cell, trace: str) -> None:
     write_atomically(path, lambda tmp: Path(tmp).write_text(f"{cell.config_json()}\n\n{trace}"))
 
 
-def read_cell(out_dir: Path, cell: Cell) -> xr.Dataset | None:
-    """The cell's stored result, or None if missing, truncated, corrupt or of another configuration."""
+def read_cell(out_dir: Path, cell: Cell, grid: np.ndarray) -> xr.Dataset | None:
+    """The cell's stored result, or None if missing, truncated, corrupt, of another configuration,
+    or recorded on another trajectory grid than the study's ``grid`` (the study's largest budget
+    changed): a stored trajectory is never relabelled onto other epochs."""
     path = cell_path(out_dir, cell)
     if not path.exists():
         return None
@@ -117,18 +155,20 @@ def read_cell(out_dir: Path, cell: Cell) -> xr.Dataset | None:
         return None
     if ds.attrs.get("complete") != 1 or ds.attrs.get("config") != cell.config_json():
         return None
+    if not np.array_equal(ds.epoch.values, grid):
+        return None
     return ds
 
 
-def cell_state(out_dir: Path, cell: Cell) -> str:
-    """``done``, ``failed`` or ``pending``."""
-    if read_cell(out_dir, cell) is not None:
+def cell_state(out_dir: Path, cell: Cell, grid: np.ndarray) -> str:
+    """``done``, ``failed`` or ``pending`` (on the study's trajectory ``grid``)."""
+    if read_cell(out_dir, cell, grid) is not None:
         return "done"
     return "failed" if failure_path(out_dir, cell).exists() else "pending"
 
 
 def remove_stale_temporaries(out_dir: Path) -> None:
-    """Delete temporary files a killed writer left behind (call when no writer runs)."""
+    """Delete temporary files a killed writer left behind (only the holder of the folder's lock may)."""
     for tmp in (Path(out_dir) / CELLS).glob(".*.tmp"):
         tmp.unlink(missing_ok=True)
 
@@ -150,7 +190,7 @@ def combine(study: Study, out_dir: Path, history: str = "") -> xr.Dataset:
     trajectories = {name: np.full(shape + (len(grid),), np.nan) for name in VARIABLES}
     status = np.full(shape, "", dtype=object)
     for cell in study.cells:
-        stored = read_cell(out_dir, cell)
+        stored = read_cell(out_dir, cell, grid)
         if stored is None:
             continue
         index = tuple(values.index(getattr(cell, dim)) for dim, values in axes.items())

@@ -11,17 +11,24 @@ import contextlib
 import logging
 import math
 import os
+import shutil
+import signal
+import sys
+import threading
+import time
 import traceback
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import results
+from . import results, sizes
 from .devices import resolve
 from .runs import run_replicas
 from .study import Cell, Study
 
 log = logging.getLogger("phaseret")
+#: How long to try reaching an existing Dask scheduler (``--scheduler``) before giving up.
+SCHEDULER_TIMEOUT = "10s"
 
 #: Pinned to 1 in every local worker: one thread per worker, no oversubscription.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
@@ -55,19 +62,53 @@ class CellReport:
     seconds: float
 
 
-def run_group(cells: tuple[Cell, ...], out_dir: str, grid) -> list[CellReport]:
+class Stopped(BaseException):
+    """The user stopped the run (SIGINT, SIGTERM). Not an ``Exception``: a group that is stopped is
+    not recorded as failed, and nothing of it is written."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """While a study runs, SIGINT (Ctrl-C) and SIGTERM (SLURM's walltime warning) only note the
+    request; yields ``interrupt()``, which raises :class:`Stopped` once one came. The engine calls it
+    after every epoch: a signal never lands inside a Numba kernel. Outside the main thread (where
+    Python cannot install handlers) the signals keep their handlers."""
+    requested: list[int] = []
+
+    def interrupt() -> None:
+        if requested:
+            raise Stopped(requested[0])
+
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupt
+        return
+    previous = {s: signal.signal(s, lambda signum, frame: requested.append(signum))
+                for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield interrupt
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def run_group(cells: tuple[Cell, ...], out_dir: str, grid, interrupt=None) -> list[CellReport]:
     """Run a group (the unit of work) as one replica batch and store its unfinished cells.
 
     A group with a missing cell runs whole, so the missing cell comes out bit-identical to
     the run that was interrupted; cells already stored are not written again. A group that
-    raises records each unfinished cell as failed, with the traceback, and the study goes on.
+    raises records each unfinished cell as failed, with the traceback, and the study goes on;
+    ``interrupt`` (in-process runs) is called after every epoch and may raise :class:`Stopped`.
     """
     out_dir = Path(out_dir)
-    missing = [results.read_cell(out_dir, cell) is None for cell in cells]
+    missing = [results.read_cell(out_dir, cell, grid) is None for cell in cells]
     if not any(missing):
         return [CellReport(cell.name, "done", math.nan, 0.0) for cell in cells]
     try:
-        outcomes = run_replicas([cell.config for cell in cells], grid)
+        outcomes = run_replicas([cell.config for cell in cells], grid, interrupt=interrupt)
     except Exception:
         trace = traceback.format_exc()
         reports = []
@@ -93,9 +134,15 @@ def run_study(
     slurm: SlurmOptions | None = None,
     progress: bool = True,
     history: str = "",
+    wait: bool = False,
 ) -> Path:
     """Run the study's unfinished groups, then combine every cell into ``out_dir/<name>.nc``.
-    ``history``: the line for the dataset's ``history`` attribute (default: when and what ran)."""
+    ``history``: the line for the dataset's ``history`` attribute (default: when and what ran).
+
+    The run holds ``out_dir``'s lock for its whole life (:func:`phaseret.results.folder_lock`): a
+    second run on the folder is refused, or with ``wait`` waits. SIGINT and SIGTERM stop it after
+    the current epoch (in-process) or at once (Dask), raising :class:`Stopped`; cells already
+    written stay, and rerunning resumes."""
     from tqdm import tqdm
 
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -104,20 +151,27 @@ def run_study(
     out_dir = Path(out_dir)
     for backend in {c.backend for c in study.optimizer_settings}:
         resolve(backend)  # refuses cuda where no GPU is visible, before any work
-    results.claim_folder(study, out_dir)
-    groups = study.groups()
-    pending = [g for g in groups if any(results.read_cell(out_dir, c) is None for c in g)]
-    done = len(study.cells) - sum(len(g) for g in pending)
-    log.info("%s: %d cells, %d done, %d groups to run", study.name, len(study.cells), done, len(pending))
-    grid = study.grid
-    with tqdm(total=len(study.cells), initial=done, unit="cell", disable=not progress) as bar:
-        for reports in _execute(pending, str(out_dir), grid, workers, scheduler, slurm):
-            for report in reports:
-                log.info("%s: %s, test error %.3g, %.1f s", report.name, report.status, report.test_error, report.seconds)
-                bar.update(1)
-    results.remove_stale_temporaries(out_dir)
-    path = out_dir / f"{study.name}.nc"
-    results.write_dataset(results.combine(study, out_dir, history), path)
+    if slurm is not None and shutil.which("sbatch") is None:
+        raise ValueError("slurm: no `sbatch` on PATH; --slurm starts workers as SLURM jobs and needs a SLURM cluster")
+    if scheduler is None and slurm is None:  # local processes: this machine's memory
+        sizes.check_fits(study.groups(), workers)
+    with results.folder_lock(out_dir, wait), stop_signals() as interrupt:
+        results.claim_folder(study, out_dir)
+        results.remove_stale_temporaries(out_dir)  # left by a writer that died; only the lock's holder writes
+        groups = study.groups()
+        grid = study.grid
+        pending = [g for g in groups if any(results.read_cell(out_dir, c, grid) is None for c in g)]
+        done = len(study.cells) - sum(len(g) for g in pending)
+        log.info("%s: %d cells, %d done, %d groups to run", study.name, len(study.cells), done, len(pending))
+        with tqdm(total=len(study.cells), initial=done, unit="cell", disable=not progress) as bar:
+            for reports in _execute(pending, str(out_dir), grid, workers, scheduler, slurm, interrupt):
+                for report in reports:
+                    log.info("%s: %s, test error %.3g, %.1f s", report.name, report.status, report.test_error,
+                             report.seconds)
+                    bar.update(1)
+        results.remove_stale_temporaries(out_dir)  # left by a worker killed mid-write
+        path = out_dir / f"{study.name}.nc"
+        results.write_dataset(results.combine(study, out_dir, history), path)
     return path
 
 
@@ -125,24 +179,51 @@ def cell_states(study: Study, out_dir: Path) -> dict[str, list[str]]:
     """Cell names by state: ``done``, ``failed``, ``pending``."""
     states = {"done": [], "failed": [], "pending": []}
     for cell in study.cells:
-        states[results.cell_state(out_dir, cell)].append(cell.name)
+        states[results.cell_state(out_dir, cell, study.grid)].append(cell.name)
     return states
 
 
-def _execute(groups, out_dir, grid, workers, scheduler, slurm):
-    """Yield the reports of each group as it finishes."""
+def _execute(groups, out_dir, grid, workers, scheduler, slurm, interrupt):
+    """Yield the reports of each group as it finishes; ``interrupt()`` raises :class:`Stopped` when
+    the user asked to stop (checked after every epoch in-process, every 0.2 s on Dask)."""
     if not groups:
         return  # nothing to run: start no cluster
     if workers == 1 and scheduler is None and slurm is None:
         for group in groups:
-            yield run_group(group, out_dir, grid)
+            yield run_group(group, out_dir, grid, interrupt)
         return
     from distributed import as_completed
 
     with _client(workers, scheduler, slurm) as client:
         futures = [client.submit(run_group, g, out_dir, grid, key=f"phaseret-{g[0].name}", pure=False) for g in groups]
-        for future in as_completed(futures):
-            yield future.result()
+        finished = as_completed(futures)
+        try:
+            while not finished.is_empty():
+                batch = finished.next_batch(block=False)
+                if not batch:
+                    interrupt()
+                    time.sleep(0.2)
+                for future in batch:
+                    yield future.result()
+        except Stopped:
+            _silence_dask(client)
+            raise
+
+
+def _silence_dask(client) -> None:
+    """Mute Dask's own logs here and on the workers, so that a stopped run shuts its cluster down
+    quietly (its tasks are cancelled mid-run; nothing half is written: cells are written atomically).
+    The processes are about to end, so their unraisable-exception reports (a worker's client
+    finalised after its event loop closed) are dropped too."""
+
+    def silence() -> None:
+        for name in ("distributed", "tornado", "asyncio"):
+            logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+        sys.unraisablehook = lambda report: None
+
+    silence()
+    with contextlib.suppress(Exception):
+        client.run(silence)
 
 
 @contextlib.contextmanager
@@ -152,7 +233,11 @@ def _client(workers: int, scheduler: str | None, slurm: SlurmOptions | None):
     except ImportError:
         raise ValueError("workers: running on Dask needs the cluster extra: pip install 'phaseret[cluster]'") from None
     if scheduler is not None:
-        with Client(scheduler) as client:
+        try:
+            client = Client(scheduler, timeout=SCHEDULER_TIMEOUT)
+        except OSError as error:
+            raise ValueError(f"scheduler: cannot reach the Dask scheduler at {scheduler} ({error})") from None
+        with client:
             yield client
         return
     if slurm is not None:

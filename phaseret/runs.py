@@ -4,6 +4,7 @@ replica batch of the engine. Where a run starts, its ``backend`` is resolved to 
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import numpy as np
 
@@ -17,12 +18,13 @@ from .replica_batch import build_batch, check_replicas
 
 
 def run_replicas(configs: list[RunConfig], grid=None, *, record_gradient_jumps: bool = False,
-                 jumps: GradientJumps | None = None) -> list[RunResult]:
+                 jumps: GradientJumps | None = None, interrupt: Callable[[], None] | None = None) -> list[RunResult]:
     """Train validated cells that differ only in ``seed``, in lockstep; one result per cell, in order.
 
     ``grid``: the trajectory's epochs (default ``epoch_grid(max_epochs)``). With
     ``record_gradient_jumps`` each result carries its matched-noise record. ``jumps``: the cache of
-    matched-noise records for Langevin cells (default: a new one for this call). A ``backend``
+    matched-noise records for Langevin cells (default: a new one for this call). ``interrupt``:
+    called after every epoch of a gradient method; it raises to stop the batch. A ``backend``
     that cannot run here (``cuda`` without a GPU) is refused before any work. Overflow is no
     warning: a non-finite value ends that replica with status ``diverged``."""
     check_replicas(configs)
@@ -38,7 +40,7 @@ def run_replicas(configs: list[RunConfig], grid=None, *, record_gradient_jumps: 
             jumps = reference_jumps() if jumps is None else jumps
             records = jumps.records([reference_config(cell) for cell in configs])
         batch = build_batch(configs, device, records, record_gradient_jumps)
-        return Engine(batch, grid, record_gradient_jumps, started).run()
+        return Engine(batch, grid, record_gradient_jumps, started, interrupt).run()
 
 
 def reference_jumps() -> GradientJumps:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 import re
 import tomllib
 from pathlib import Path
@@ -23,6 +24,8 @@ from .data import n_samples
 from .records import epoch_grid
 
 AXES = ("p", "hidden", "alpha")
+#: The most cells a study may hold: one file each in one folder, and each a Python object while it runs.
+MAX_CELLS = 1_000_000
 STUDY_KEYS = ("name", "description", "seeds", "optimizer", "scale")
 
 
@@ -124,8 +127,20 @@ def load_study(path: str | Path, scale: str = "full", backend: str | None = None
 
 
 def build_study(table: dict, scale: str = "full", source: str = "<table>", backend: str | None = None) -> Study:
-    """Validate a parsed study table and expand it into cells (raises ``ValueError``)."""
-    raw_table, table = table, _apply_scale(table, scale)
+    """Validate a parsed study table and expand it into cells (raises ``ValueError``). A bad value
+    that the chosen ``[scale.NAME]`` table sets is named as ``scale.NAME.key``."""
+    overrides = _apply_scale(table, scale)[1]
+    try:
+        return _build_study(table, scale, source, backend)
+    except ValueError as error:
+        field = str(error).split(":", 1)[0].split(",", 1)[0].split(".", 1)[0]
+        if field in overrides:
+            raise ValueError(f"scale.{scale}.{error}") from None
+        raise
+
+
+def _build_study(table: dict, scale: str, source: str, backend: str | None) -> Study:
+    raw_table, table = table, _apply_scale(table, scale)[0]
     if backend is not None:
         table = {**table, "backend": backend}
         if isinstance(table.get("optimizer"), list):
@@ -166,22 +181,46 @@ def build_study(table: dict, scale: str = "full", source: str = "<table>", backe
             labels.append(label)
             settings.append(representative)
             cells.extend(new_cells)
+    _check_cell_names(cells)
     return Study(
         name=name, description=description, source=source, scale=scale, raw_table=raw_table, settings=table,
         optimizers=tuple(labels), optimizer_settings=tuple(settings), cells=tuple(cells), seeds=seeds,
     )
 
 
-def _apply_scale(table: dict, scale: str) -> dict:
+def _check_cell_names(cells: list[Cell]) -> None:
+    """Refuse two cells whose file names coincide (also on file systems that ignore case): each
+    would overwrite the other's results."""
+    seen = {}
+    for cell in cells:
+        other = seen.setdefault(cell.name.lower(), cell)
+        if other is cell:
+            continue
+        if other.optimizer != cell.optimizer:
+            raise ValueError(f"label: optimizers {other.optimizer!r} and {cell.optimizer!r} name the same cell files "
+                             f"({cell.name!r}); give them labels that differ in letters, digits or . + = _ -")
+        raise ValueError(f"alpha: {other.alpha!r} and {cell.alpha!r} name the same cell file ({cell.name!r}); "
+                         "use alphas that differ in their first 6 significant digits")
+
+
+def _apply_scale(table: dict, scale: str) -> tuple[dict, dict]:
+    """The table with the ``[scale.NAME]`` overrides applied, and the overrides. The keys of every
+    scale table are checked, whichever scale runs, so that a typo in ``[scale.quick]`` shows at once."""
     scales = table.get("scale", {})
     if not isinstance(scales, dict) or not all(isinstance(v, dict) for v in scales.values()):
         raise ValueError("scale: must hold tables such as [scale.quick]")
+    allowed = set(STUDY_KEYS) | set(RUN_KEYS) - {"seed", "scale", "name"}
+    for name, overrides in scales.items():
+        for key in overrides:
+            if key in ("scale", "name"):
+                raise ValueError(f"scale.{name}.{key}: a scale may not change `scale` or `name`")
+            if key not in allowed:
+                raise ValueError(f"scale.{name}.{key}: unknown key; a scale overrides the study keys "
+                                 f"{', '.join(k for k in STUDY_KEYS if k not in ('scale', 'name'))} and the run keys")
     if scale not in scales and scale != "full":
         raise ValueError(f"scale: no [scale.{scale}] table in this study (it has: {', '.join(scales) or 'none'})")
     overrides = scales.get(scale, {})
-    if "scale" in overrides or "name" in overrides:
-        raise ValueError(f"scale.{scale}: may not change `scale` or `name`")
-    return {k: v for k, v in table.items() if k != "scale"} | overrides
+    return {k: v for k, v in table.items() if k != "scale"} | overrides, overrides
 
 
 def _check_lists(keys: dict, where: str) -> None:
@@ -200,6 +239,9 @@ def _expand(optimizer_table: dict, where: str) -> list[dict]:
     """One dict per optimizer: lists among optimizer keys expand, labelled with their values."""
     _check_lists({k: v for k, v in optimizer_table.items() if k in RUN_KEYS}, where)
     varied = [k for k in OPTIMIZER_KEYS if isinstance(optimizer_table.get(k), list)]
+    for key in varied:
+        if not optimizer_table[key]:
+            raise ValueError(f"{where}{key}: an empty list leaves nothing to run")
     fixed = {k: v for k, v in optimizer_table.items() if k not in varied}
     if not varied:
         return [fixed]
@@ -223,6 +265,10 @@ def _optimizer_cells(run_keys: dict, seeds: int, where: str) -> tuple[str, RunCo
     if "alpha" not in run_keys:
         raise ValueError(f"{where}alpha: required (top level or in the optimizer table)")
     axes = {axis: _as_list(run_keys[axis]) for axis in AXES if axis in run_keys}
+    count = seeds * math.prod(len(values) for values in axes.values())
+    if count > MAX_CELLS:
+        raise ValueError(f"seeds: {seeds} seeds make {count:,} cells for one optimizer; a study holds at most "
+                         f"{MAX_CELLS:,} cells (one file each)")
     rest = {k: v for k, v in run_keys.items() if k not in AXES and k != "seed"}
     cells, configs = [], {}
     for combo in itertools.product(*axes.values()):

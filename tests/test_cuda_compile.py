@@ -14,7 +14,10 @@ import pytest
 
 if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
     pytest.skip("the simulator does not compile", allow_module_level=True)
-cuda = pytest.importorskip("numba.cuda")
+# numba-cuda (the gpu extra), not numba's own deprecated CUDA target, which a machine with a CUDA
+# toolkit also has: the kernels are written for numba-cuda's typing.
+pytest.importorskip("numba_cuda", reason="needs numba-cuda: pip install 'phaseret[gpu]'")
+from numba import cuda  # noqa: E402
 
 from numba import typeof  # noqa: E402
 

@@ -1,0 +1,70 @@
+"""Memory a replica batch needs, estimated from its configuration before any work (SPEC 7 groups).
+
+A group of R seeds with d units, p inputs, n training and n_test test samples holds, in the
+step's dtype (itemsize s) unless said otherwise:
+
+* data: the float64 draws (n + n_test) p 8, once for a ``shared`` landscape, R times per seed,
+  plus their copy in the step's dtype when it is float32;
+* weights and optimizer state: R d p s times 8 (start, W, G, update, two moments, previous G, spare);
+* per-sample intermediates: R d (n + n_test) s twice (pre-activations and derivatives) and the
+  batch masks R n bytes.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .config import RunConfig
+from .data import n_samples
+
+
+def group_bytes(config: RunConfig, replicas: int) -> dict[str, int]:
+    """The estimated bytes of a replica batch of ``replicas`` seeds of ``config``, by part."""
+    c = config
+    n, n_test, s = n_samples(c.alpha, c.p), c.test_size, 4 if c.dtype == "float32" else 8
+    instances = 1 if c.landscape == "shared" else replicas
+    data = instances * (n + n_test) * c.p * (8 + (s if s == 4 else 0))
+    return {
+        "data": data,
+        "weights and optimizer state": 8 * replicas * c.hidden * c.p * s,
+        "per-sample intermediates": 2 * replicas * c.hidden * (n + n_test) * s + replicas * n,
+    }
+
+
+def available_bytes() -> int | None:
+    """Memory this machine can still give (Linux ``MemAvailable``), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return None
+
+
+def check_fits(groups: list[tuple], workers: int) -> None:
+    """Refuse, before any work, a group that cannot fit in this machine's memory shared by ``workers``
+    local processes; the message names the group, the bytes needed and available, and what to change."""
+    available = available_bytes()
+    if available is None:
+        return
+    share = available // max(1, workers)
+    for group in groups:
+        parts = group_bytes(group[0].config, len(group))
+        needed = sum(parts.values())
+        if needed > share:
+            detail = ", ".join(f"{name} {_size(b)}" for name, b in parts.items())
+            raise ValueError(f"p, alpha: the group {group[0].name} ({len(group)} seeds) needs about {_size(needed)} "
+                             f"({detail}) but {_size(share)} is available to each of {workers} worker(s); lower p or "
+                             "alpha, or run on a machine with more memory")
+
+
+def _size(count: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if count < 1024 or unit == "TiB":
+            return f"{count:.3g} {unit}" if unit != "B" else f"{count} B"
+        count /= 1024
