@@ -248,10 +248,23 @@ def _client(workers: int, scheduler: str | None, slurm: SlurmOptions | None):
     import dask
 
     environment = {f"distributed.nanny.pre-spawn-environ.{name}": value for name, value in WORKER_ENVIRONMENT.items()}
-    with dask.config.set(environment), LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0"
-    ) as cluster, Client(cluster) as client:
-        yield client
+    # Dask's nanny takes a variable from this process's os.environ before its own configuration,
+    # and writes it into os.environ before it spawns a worker: set ours while the cluster lives,
+    # and put this process's own back afterwards (else its Numba would later reload its
+    # configuration with NUMBA_NUM_THREADS=1 and refuse to run).
+    saved = {name: os.environ.get(name) for name in WORKER_ENVIRONMENT}
+    os.environ.update(WORKER_ENVIRONMENT)
+    try:
+        with dask.config.set(environment), LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster, Client(cluster) as client:
+            yield client
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def slurm_cluster(options: SlurmOptions):

@@ -105,9 +105,11 @@ def test_a_study_on_an_existing_scheduler(tmp_path):
 
 
 @requires_dask
-def test_local_workers_are_single_threaded(tmp_path):
+def test_local_workers_are_single_threaded(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")  # a user's shell setting: Dask's nanny would prefer it
     with runner._client(2, None, None) as client:
         assert all(client.run(runner.environment_is_pinned).values())
+    assert os.environ["OMP_NUM_THREADS"] == "4"
 
 
 @requires_dask
@@ -148,3 +150,12 @@ def test_slurm_job_script_carries_the_requested_resources():
     assert "#SBATCH --mem=15G" in script or "#SBATCH --mem=16G" in script
     assert "--nworkers 4" in script and "--nthreads 1" in script
     assert "export NUMBA_NUM_THREADS=1" in script
+
+
+@requires_dask
+def test_local_workers_leave_this_process_environment_as_it_was(tmp_path):
+    """Dask's nanny writes NUMBA_NUM_THREADS=1 and friends into the parent's os.environ; Numba in the
+    parent would then reload its configuration at its next compilation and refuse to run."""
+    before = {name: os.environ.get(name) for name in runner.WORKER_ENVIRONMENT}
+    runner.run_study(load_study(write_study(tmp_path)), tmp_path / "out", workers=2, progress=False)
+    assert {name: os.environ.get(name) for name in runner.WORKER_ENVIRONMENT} == before
