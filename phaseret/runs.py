@@ -15,6 +15,7 @@ from .engine import Engine
 from .matched_noise import GradientJumps
 from .records import RunResult, epoch_grid
 from .replica_batch import build_batch, check_replicas
+from .threads import sized_pools
 
 
 def run_replicas(configs: list[RunConfig], grid=None, *, record_gradient_jumps: bool = False,
@@ -32,7 +33,7 @@ def run_replicas(configs: list[RunConfig], grid=None, *, record_gradient_jumps: 
     c = configs[0]
     device = resolve(c.backend)
     grid = epoch_grid(c.max_epochs) if grid is None else grid
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"), sized_pools():
         if c.algorithm in BASELINES:
             return [run_baseline(config, grid) for config in configs]
         records = None
