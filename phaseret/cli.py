@@ -27,8 +27,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as error:  # the file system refused: read-only folder, full disk, ...
         where = f"{error.filename}: " if error.filename else ""
-        print(f"phaseret: error: {where}{error.strerror or error}; cells not written stay pending: "
-              "rerun the same command to resume", file=sys.stderr)
+        resume = "; cells not written stay pending: rerun the same command to resume" if args.command is _run else ""
+        print(f"phaseret: error: {where}{error.strerror or error}{resume}", file=sys.stderr)
         return 2
 
 

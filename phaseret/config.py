@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .data import DEFAULT_K, LANDSCAPES, TEACHERS, n_samples
+from .data import DEFAULT_K, LANDSCAPES, TEACHERS, check_sample_count, n_samples
 from .models import MODELS
 from .optim.batches import flip_probabilities
 
@@ -220,9 +220,8 @@ def validate(**keys) -> RunConfig:
 def _check_combinations(c: RunConfig) -> None:
     """Checks that involve more than one key (the machine is asked when a run starts:
     :func:`phaseret.devices.resolve`)."""
+    check_sample_count(c.alpha, c.p)
     n = n_samples(c.alpha, c.p)
-    if n < 1:
-        raise ValueError(f"alpha: floor(alpha p) = {n} training samples; need at least 1")
     if c.algorithm == "sgd" and int(c.batch_fraction * n) < 1:
         raise ValueError(f"batch_fraction: floor(b n) = 0 samples at n = {n}; need b n >= 1")
     if c.algorithm == "p-sgd":

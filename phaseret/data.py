@@ -94,8 +94,7 @@ def make_dataset(
         _check_count("n_test", n_test, 1)
     if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, numbers.Real) or not math.isfinite(alpha) or alpha <= 0:
         raise ValueError(f"alpha: must be a finite number > 0, got {alpha!r}")
-    if n_samples(alpha, p) < 1:
-        raise ValueError(f"alpha: floor(alpha p) = {n_samples(alpha, p)} training samples; need at least 1")
+    check_sample_count(alpha, p)
     w_star = teacher(task, p, study_seed=study_seed, kind=teacher_kind)
     n_test = p if n_test is None else n_test
     # Fixed-length keys: (p, alpha, landscape code, seed), seed 0 in the shared landscape.
@@ -109,6 +108,13 @@ def initial_weights(p: int, hidden: int, alpha: float, seed: int, *, study_seed:
     """The start ``W0`` (hidden, p): ``w_k ~ N(0, I_p)`` projected onto ``|w_k| = sqrt(p)`` (SPEC 5)."""
     rng = seeding.generator(study_seed, "init", p, hidden, seeding.alpha_key(alpha), seed)
     return sphere.project(rng.standard_normal((hidden, p)))
+
+
+def check_sample_count(alpha: float, p: int) -> None:
+    """Refuse an ``alpha`` that leaves no training sample: ``floor(alpha p) < 1``."""
+    n = n_samples(alpha, p)
+    if n < 1:
+        raise ValueError(f"alpha: floor(alpha p) = {n} training samples; need at least 1")
 
 
 def _check_count(name: str, value, least: int) -> None:

@@ -129,9 +129,9 @@ def load_study(path: str | Path, scale: str = "full", backend: str | None = None
 def build_study(table: dict, scale: str = "full", source: str = "<table>", backend: str | None = None) -> Study:
     """Validate a parsed study table and expand it into cells (raises ``ValueError``). A bad value
     that the chosen ``[scale.NAME]`` table sets is named as ``scale.NAME.key``."""
-    overrides = _apply_scale(table, scale)[1]
+    scaled, overrides = _apply_scale(table, scale)
     try:
-        return _build_study(table, scale, source, backend)
+        return _build_study(table, scaled, scale, source, backend)
     except ValueError as error:
         field = str(error).split(":", 1)[0].split(",", 1)[0].split(".", 1)[0]
         if field in overrides:
@@ -139,8 +139,8 @@ def build_study(table: dict, scale: str = "full", source: str = "<table>", backe
         raise
 
 
-def _build_study(table: dict, scale: str, source: str, backend: str | None) -> Study:
-    raw_table, table = table, _apply_scale(table, scale)[0]
+def _build_study(raw_table: dict, table: dict, scale: str, source: str, backend: str | None) -> Study:
+    """The study of ``raw_table`` (as written) with its scale applied (``table``)."""
     if backend is not None:
         table = {**table, "backend": backend}
         if isinstance(table.get("optimizer"), list):

@@ -1,5 +1,7 @@
 """Compute pools sized to the cores a run really has (issue 17): Numba's and BLAS's threads."""
 
+import os
+
 import numba
 import pytest
 from threadpoolctl import threadpool_info
@@ -27,7 +29,7 @@ def test_idle_cores_are_used_and_measured_at_most_every_few_seconds(fresh, monke
     calls = []
     monkeypatch.setattr(threads, "idle_cores", lambda: calls.append(1) or 64.0)
     cores = threads.run_threads()
-    assert cores == min(64, len(__import__("os").sched_getaffinity(0)))  # never more than this process may use
+    assert cores == min(64, len(os.sched_getaffinity(0)))  # never more than this process may use
     threads.run_threads()
     assert len(calls) == 1
 
@@ -43,4 +45,4 @@ def test_phaseret_threads_fixes_the_count(fresh, monkeypatch):
 
 def test_idle_cores_reads_the_kernel():
     idle = threads.idle_cores()
-    assert idle is None or 0.0 <= idle <= (__import__("os").cpu_count() or 1) + 1e-9
+    assert idle is None or 0.0 <= idle <= (os.cpu_count() or 1) + 1e-9

@@ -9,8 +9,6 @@ over each replica's ``d x p`` array come from stream ``langevin-noise``, address
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .. import seeding
@@ -29,17 +27,19 @@ class TemperatureNoise:
     def __init__(self, T0: float, t_cool: int, keys: np.ndarray):
         self.T0, self.t_cool, self.keys = T0, t_cool, keys
 
-    def scale(self, step: int, eta: float) -> float:
-        """``sqrt(2 eta T_t)``: the kick's size at ``step``, 0 once cooled."""
+    def scale(self, step: int, eta: float) -> np.float64:
+        """``sqrt(2 eta T_t)``: the kick's size at ``step``, 0 once cooled (a NumPy float64, so that
+        a float32 ``W`` is kicked in float64 arithmetic as before)."""
         if step >= self.t_cool or self.T0 == 0.0:
-            return 0.0
-        return math.sqrt(2.0 * eta * self.T0)
+            return np.float64(0.0)
+        return np.sqrt(2.0 * eta * self.T0)
 
     def add(self, W: np.ndarray, replicas: np.ndarray, step: int, eta: float) -> np.ndarray:
-        if self.scale(step, eta) == 0.0:
+        scale = self.scale(step, eta)
+        if scale == 0.0:
             return W
         for i, r in enumerate(replicas):
-            W[i] = W[i] + np.sqrt(2.0 * eta * self.T0) * _direction(self.keys[r], step, W[i])
+            W[i] = W[i] + scale * _direction(self.keys[r], step, W[i])
         return W
 
 
@@ -50,14 +50,15 @@ class MatchedNoise:
     def __init__(self, records: list[np.ndarray], keys: np.ndarray):
         self.records, self.keys = records, keys
 
-    def sigma(self, replica: int, step: int) -> float:
+    def sigma(self, replica: int, step: int) -> np.float64:
+        """``sigma_t`` of ``replica`` (the record's float64 element), 0 after the record ends."""
         record = self.records[replica]
-        return float(record[step]) if step < len(record) else 0.0
+        return record[step] if step < len(record) else np.float64(0.0)
 
     def add(self, W: np.ndarray, replicas: np.ndarray, step: int, eta: float) -> np.ndarray:
         for i, r in enumerate(replicas):
             sigma = self.sigma(r, step)
             if sigma != 0.0:
                 u = _direction(self.keys[r], step, W[i])
-                W[i] = W[i] + self.records[r][step] * u / np.linalg.norm(u)
+                W[i] = W[i] + sigma * u / np.linalg.norm(u)
         return W
