@@ -163,13 +163,15 @@ def run_study(
         pending = [g for g in groups if any(results.read_cell(out_dir, c, grid) is None for c in g)]
         done = len(study.cells) - sum(len(g) for g in pending)
         log.info("%s: %d cells, %d done, %d groups to run", study.name, len(study.cells), done, len(pending))
-        with tqdm(total=len(study.cells), initial=done, unit="cell", disable=not progress) as bar:
-            for reports in _execute(pending, str(out_dir), grid, workers, scheduler, slurm, interrupt):
-                for report in reports:
-                    log.info("%s: %s, test error %.3g, %.1f s", report.name, report.status, report.test_error,
-                             report.seconds)
-                    bar.update(1)
-        results.remove_stale_temporaries(out_dir)  # left by a worker killed mid-write
+        try:
+            with tqdm(total=len(study.cells), initial=done, unit="cell", disable=not progress) as bar:
+                for reports in _execute(pending, str(out_dir), grid, workers, scheduler, slurm, interrupt):
+                    for report in reports:
+                        log.info("%s: %s, test error %.3g, %.1f s", report.name, report.status, report.test_error,
+                                 report.seconds)
+                        bar.update(1)
+        finally:  # also when stopped: a worker killed or cancelled mid-write leaves its temporary
+            results.remove_stale_temporaries(out_dir)
         path = out_dir / f"{study.name}.nc"
         results.write_dataset(results.combine(study, out_dir, history), path)
     return path
