@@ -68,10 +68,25 @@ def _status(args) -> int:
 
 
 def _plot(args) -> int:
-    from .plots import plot_folder
+    from .folders import plot_folder, plot_folders
 
-    for path in plot_folder(Path(args.dir)):
+    if len(args.dirs) > 1 and args.out is None:
+        raise ValueError("--out: several folders are drawn together into a folder of their own; name it with --out")
+    if args.out is None:
+        paths = plot_folder(Path(args.dirs[0]))
+    else:
+        paths = plot_folders([Path(d) for d in args.dirs], Path(args.out))
+    for path in paths:
         print(path)
+    return 0
+
+
+def _table(args) -> int:
+    from .tables import write_table
+
+    markdown, path = write_table(Path(args.dir))
+    print(markdown)
+    print(f"\ncsv: {path}")
     return 0
 
 
@@ -101,7 +116,14 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("dir")
     status.set_defaults(command=_status)
 
-    plot = commands.add_parser("plot", help="draw a results folder's figures into it (PNG and PDF)")
-    plot.add_argument("dir")
+    plot = commands.add_parser("plot", help="draw a results folder's figures into it (PNG and PDF), or several "
+                                             "folders together into --out")
+    plot.add_argument("dirs", nargs="+", metavar="DIR")
+    plot.add_argument("--out", help="the folder for the figures of several folders drawn together (named after it)")
     plot.set_defaults(command=_plot)
+
+    table = commands.add_parser("table", help="epochs to converge per optimizer and alpha (thesis table 4.1): "
+                                              "Markdown on stdout, CSV beside the dataset")
+    table.add_argument("dir")
+    table.set_defaults(command=_table)
     return parser

@@ -184,8 +184,8 @@ _STOP_KEYS = {
     "grad_measure": (_STR, _one_of(("tangent", "raw"))),
     "success": (_FLOAT, lambda v: None if math.isfinite(v) and 0 < v < 0.5 else "must be a finite number in (0, 0.5)"),
 }
-#: Keys a matched-noise reference may set: its batch rule and update.
-_REFERENCE_KEYS = ("algorithm", "update", "momentum", "lr", "lr_scaling", "batch_fraction", "tau", "adam_eps")
+#: Keys a matched-noise reference may set: its batch rule, update and budget.
+_REFERENCE_KEYS = ("algorithm", "update", "momentum", "lr", "lr_scaling", "batch_fraction", "tau", "adam_eps", "max_epochs")
 
 RUN_KEYS = tuple(_RUN_KEYS)
 OPTIMIZER_KEYS = tuple(_OPTIMIZER_KEYS)
@@ -262,7 +262,10 @@ def _check_langevin(c: RunConfig) -> None:
         if getattr(c, key) is not None:
             raise ValueError(f"{key}: only noise = 'temperature' takes it")
     ref = c.reference
-    _check_table(ref, {k: _OPTIMIZER_KEYS[k] for k in _REFERENCE_KEYS}, "reference.")
+    _check_table(ref, {k: {**_OPTIMIZER_KEYS, **_RUN_KEYS}[k] for k in _REFERENCE_KEYS}, "reference.")
+    if ref.get("max_epochs", c.max_epochs) > c.max_epochs:
+        raise ValueError(f"reference.max_epochs: {ref['max_epochs']} is above the Langevin run's own budget "
+                         f"max_epochs = {c.max_epochs}; a reference may not run longer than the run it drives")
     if ref.get("algorithm") not in REFERENCE_ALGORITHMS:
         raise ValueError(f"reference.algorithm: must be one of {', '.join(REFERENCE_ALGORITHMS)}, got {ref.get('algorithm')!r}")
     try:
@@ -272,9 +275,11 @@ def _check_langevin(c: RunConfig) -> None:
 
 
 def reference_config(c: RunConfig) -> RunConfig:
-    """The matched-noise reference of a Langevin cell (SPEC 5): same cell and budget, its own batch
-    rule; update, momentum and lr default to the Langevin run's own (the thesis paired LD+heavy-ball
-    with P-SGD+heavy-ball); no test-error stop, so the record lasts the whole budget."""
+    """The matched-noise reference of a Langevin cell (SPEC 5): same cell, its own batch rule and
+    budget ``reference.max_epochs`` (default the cell's); update, momentum and lr default to the
+    Langevin run's own (the thesis paired LD+heavy-ball with P-SGD+heavy-ball); no test-error
+    stop, so the record lasts the whole reference budget. After it the Langevin run goes on
+    without noise."""
     langevin_only = ("noise", "reference", "T0", "t_cool", "label")
     keys = {k: v for k, v in c.to_dict().items() if v is not None and k not in langevin_only}
     keys.update(c.reference)

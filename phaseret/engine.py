@@ -95,10 +95,21 @@ class Engine:
         ema = self.replicas.ema()
         finals = {} if metrics is None else {name: values[i] for name, values in metrics.items()}
         finals |= {"grad_ema": ema[i, 0], "grad_ema_raw": ema[i, 1]}
+        jumps = self.replicas.gradient_jumps(r) if self.record_jumps else None
+        self._record_steps(r, config, epochs, steps, jumps, W[i].size)
         self.results[r] = finished(
             config, status, epochs, steps, finals,
             W=np.array(W[i], dtype=W.dtype),
             trajectory=self.trajectories.dataset(r, config.optimizer_label),
             wall_seconds=time.perf_counter() - self.started,
-            gradient_jumps=self.replicas.gradient_jumps(r) if self.record_jumps else None,
+            gradient_jumps=jumps,
         )
+
+    def _record_steps(self, r: int, config, epochs: int, steps: int, jumps, size: int) -> None:
+        """Replica ``r``'s per-step trajectories (SPEC 5, 8): the Langevin kick's size (0 without
+        noise) and, when recorded, the gradient jumps, as means over each epoch's steps."""
+        noise, per_epoch = self.batch.optimizer.noise, self.replicas.steps_per_epoch
+        levels = np.zeros(steps) if noise is None else noise.levels(r, steps, config.step_size, size)
+        self.trajectories.record_steps(r, "noise_sigma", levels, per_epoch, epochs)
+        if jumps is not None:
+            self.trajectories.record_steps(r, "gradient_jump", jumps, per_epoch, epochs)

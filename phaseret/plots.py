@@ -1,13 +1,17 @@
-"""Figures of a study (PNG and PDF): success probability, final test error, trajectories.
+"""Figures of a study (PNG and PDF), laid out by its ``[plot]`` table (SPEC 10).
 
-Axis labels come from the dataset's CF attributes. Dimensions other than
-``alpha``, ``seed`` and ``epoch`` (``optimizer``, and ``p`` or ``hidden`` when
-varied) become one line each.
+A figure is a grid of panels: rows by the first ``panels`` key, columns by the second (the
+optimizer, one of its coordinates such as ``update`` or ``batch_fraction``, the ``model``, or
+the ``p`` / ``hidden`` axes). Within a panel every other combination of optimizer, ``p`` and
+``hidden`` is one line; a line keeps its colour and style in every panel, and one legend per
+figure names them. Lines and panels with no run are left out. Axis labels come from the
+dataset's CF attributes and the model (the door's errors are misclassified fractions).
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import textwrap
 from pathlib import Path
 
@@ -15,9 +19,12 @@ import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 
-from .results import load_folder
+from .models import MODELS
+from .study import DEFAULT_FIGURES
 
 FORMATS = ("png", "pdf")
+LINE_STYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D", "v")
 
 
 def wilson_interval(successes: np.ndarray, trials: np.ndarray, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
@@ -31,45 +38,263 @@ def wilson_interval(successes: np.ndarray, trials: np.ndarray, z: float = 1.96) 
     return centre - half, centre + half
 
 
-def plot_folder(out_dir: Path) -> list[Path]:
-    """Draw the figures of the dataset ``out_dir/<study>.nc`` into ``out_dir``; return the files."""
-    study = load_folder(out_dir)
-    path = Path(out_dir) / f"{study.name}.nc"
-    if not path.exists():
-        raise ValueError(f"DIR: {path} does not exist; finish the study first (phaseret run {study.source} --scale {study.scale})")
-    try:
-        with xr.open_dataset(path) as ds:
-            ds = ds.load()
-    except Exception as error:  # truncated or not netCDF: the study's next run writes it anew
-        raise ValueError(f"DIR: {path} cannot be read ({type(error).__name__}: {error}); rerun the study to write it anew") from None
+def default_settings(ds: xr.Dataset) -> dict:
+    """The ``[plot]`` settings of a study without that table."""
+    return {"figures": DEFAULT_FIGURES, "panels": (), "error_scale": "log", "theory": None}
+
+
+def draw(ds: xr.Dataset, settings: dict, out_dir: Path, stem: str) -> list[Path]:
+    """Draw the figures ``settings["figures"]`` of ``ds`` as ``out_dir/<stem>_<figure>.png/.pdf``."""
     paths = []
-    for figure, stem in ((success_figure(ds), "success"), (test_error_figure(ds), "test_error"),
-                         (trajectory_figure(ds), "trajectories")):
+    for name in settings["figures"]:
+        figure = FIGURES[name](ds, settings)
         for fmt in FORMATS:
-            path = Path(out_dir) / f"{study.name}_{stem}.{fmt}"
+            path = Path(out_dir) / f"{stem}_{name}.{fmt}"
             figure.savefig(path, dpi=150, bbox_inches="tight")
             paths.append(path)
     return paths
 
 
-def _lines(da: xr.DataArray):
-    """``(label, line)`` for every combination of the dimensions other than alpha/seed/epoch."""
-    others = [d for d in da.dims if d not in ("alpha", "seed", "epoch")]
-    for values in itertools.product(*(da[d].values for d in others)):
-        selection = dict(zip(others, values))
-        label = ", ".join(str(v) if d == "optimizer" else f"{d}={v}" for d, v in selection.items())
-        yield label, da.sel(selection)
+# --- lines and panels ---------------------------------------------------------------------------
+
+def models(ds: xr.Dataset) -> list[str]:
+    """The model of each optimizer (the ``model`` coordinate; older datasets: the study's model)."""
+    if "model" in ds.coords:
+        return [str(m) for m in ds["model"].values]
+    return [json.loads(ds.attrs["study"]).get("model", "pr-quadratic")] * ds.sizes["optimizer"]
 
 
-def _label(da: xr.DataArray, template: str = "{}") -> str:
-    """An axis label from the CF attributes, wrapped to fit beside a plot."""
-    units = da.attrs.get("units", "1")
-    name = template.format(da.attrs.get("long_name", da.name))
-    return textwrap.fill(name if units == "1" else f"{name} [{units}]", 45)
+def _line_keys(ds: xr.Dataset, optimizer_index: int, sizes: dict) -> dict:
+    """Every panel key's value for one line: the optimizer, its coordinates, the model, p, hidden."""
+    keys = {"optimizer": str(ds.optimizer.values[optimizer_index]), "model": models(ds)[optimizer_index]}
+    for name in ("algorithm", "update", "momentum", "lr", "lr_scaling", "batch_fraction", "tau"):
+        if name in ds.coords:
+            value = ds[name].values[optimizer_index]
+            keys[name] = value.item() if hasattr(value, "item") else value
+    return keys | sizes
 
 
-def _title(ds: xr.Dataset) -> str:
-    return textwrap.fill(ds.attrs.get("title", ""), 70)
+def lines(da: xr.DataArray, panels: tuple[str, ...]) -> list[tuple[tuple, str, xr.DataArray]]:
+    """``(panel, label, line)`` for every optimizer x p x hidden of ``da`` that has data: ``panel``
+    holds the line's values of the ``panels`` keys, ``label`` names what varies within a panel,
+    ``line`` is over ``alpha, seed`` (and ``epoch``)."""
+    ds = da.to_dataset(name="_") if isinstance(da, xr.DataArray) else da
+    sized = [d for d in ("p", "hidden") if d in da.dims]
+    found = []
+    for index in range(da.sizes["optimizer"]):
+        for values in itertools.product(*(da[d].values for d in sized)):
+            selection = {"optimizer": index} | {d: list(da[d].values).index(v) for d, v in zip(sized, values)}
+            line = da.isel(selection)
+            if not bool(line.notnull().any()):
+                continue  # the study does not run this combination
+            sizes = {d: int(v) for d, v in zip(sized, values)}
+            for d in ("p", "hidden"):
+                if d not in sizes and d in da.coords:
+                    sizes[d] = int(da[d].values)
+            keys = _line_keys(ds, index, sizes)
+            panel = tuple(keys[k] for k in panels)
+            found.append((panel, _label(keys, panels, sized), line))
+    return found
+
+
+def _label(keys: dict, panels: tuple[str, ...], sized: list[str]) -> str:
+    """What names a line inside its panel: the optimizer label without the panel keys' ``key=value``
+    parts, and the varied ``p`` / ``hidden`` not drawn as panels."""
+    parts = []
+    if "optimizer" not in panels:
+        label = keys["optimizer"]
+        for k in panels:
+            label = label.replace(f",{k}={keys[k]}", "")
+        parts.append(label)
+    parts += [f"{d}={keys[d]}" for d in sized if d not in panels]
+    return ", ".join(parts)
+
+
+def _panel_title(panels: tuple[str, ...], panel: tuple) -> str:
+    return ", ".join(str(v) if k in ("optimizer", "model") else f"{k}={v}" for k, v in zip(panels, panel))
+
+
+def _grid(found, panels: tuple[str, ...], rows_extra: int = 1, width: float = 4.2, height: float = 3.2):
+    """A figure with a panel per distinct ``panel`` of ``found`` (rows by the first key, columns by
+    the second, in order of appearance); returns ``(figure, axes by panel)``. Grid places with
+    no line are hidden."""
+    row_values = list(dict.fromkeys(p[0] for p, _, _ in found)) if panels else [()]
+    col_values = list(dict.fromkeys(p[1] for p, _, _ in found)) if len(panels) > 1 else [()]
+    if len(panels) == 1:  # a single key: panels in a row
+        row_values, col_values = [()], row_values
+    figure = Figure(figsize=(width * len(col_values) + 1.5, height * len(row_values) * rows_extra), layout="constrained")
+    axes = np.atleast_2d(figure.subplots(len(row_values) * rows_extra, len(col_values), squeeze=False))
+    by_panel = {}
+    for r, row in enumerate(row_values):
+        for c, col in enumerate(col_values):
+            panel = (row, col) if len(panels) == 2 else (col,) if panels else ()
+            by_panel[panel] = [axes[r * rows_extra + k, c] for k in range(rows_extra)]
+    used = {p for p, _, _ in found}
+    for panel, column in by_panel.items():
+        for ax in column:
+            ax.set_visible(panel in used)
+            if panels:
+                ax.set_title(_panel_title(panels, panel), fontsize="small")
+    return figure, by_panel
+
+
+def _styles(found) -> dict:
+    """A colour, line style and marker per label, distinct past ten lines (tab10, then styles)."""
+    from matplotlib import colormaps
+
+    labels = list(dict.fromkeys(label for _, label, _ in found))
+    colours = colormaps["tab10"].colors
+    return {label: {"color": colours[i % 10], "linestyle": LINE_STYLES[(i // 10) % 4], "marker": MARKERS[(i // 10) % 5]}
+            for i, label in enumerate(labels)}
+
+
+def _legend(figure: Figure, by_panel: dict, extra_title: str = "") -> None:
+    """One legend for the figure, outside the panels, each label once."""
+    handles = {}
+    for column in by_panel.values():
+        for ax in column:
+            for handle, label in zip(*ax.get_legend_handles_labels()):
+                handles.setdefault(label, handle)
+    handles.pop("", None)
+    if handles:
+        figure.legend(handles.values(), handles.keys(), loc="outside right upper", fontsize="small",
+                      title=extra_title or None, title_fontsize="small")
+
+
+def _title(figure: Figure, ds: xr.Dataset) -> None:
+    figure.suptitle(textwrap.fill(ds.attrs.get("title", ""), 90), fontsize="small")
+
+
+# --- labels and theory ----------------------------------------------------------------------------
+
+def error_label(ds: xr.Dataset, name: str, template: str = "{}") -> str:
+    """The axis label of ``train_error`` or ``test_error`` for the study's models: the door's errors
+    are misclassified fractions; pr-quadratic's test error is its population error (SPEC 3)."""
+    tasks = {MODELS[m].task for m in models(ds)}
+    kind = "training error" if name.startswith("train") else "test error"
+    if tasks == {"symmetric-door"}:
+        what = f"{kind} (fraction misclassified)"
+    elif name.startswith("test") and set(models(ds)) == {"pr-quadratic"}:
+        what = "test error (population error)"
+    elif name.startswith("test"):
+        what = "test error (sampled test set)" if "pr-quadratic" not in models(ds) else "test error"
+    else:
+        what = kind
+    return textwrap.fill(template.format(what), 40)
+
+
+def _theory_task(ds: xr.Dataset, settings: dict) -> str | None:
+    """The task whose state-evolution lines are drawn: with ``theory`` (default: the study runs
+    GAMP), when every model of the study shares one task."""
+    theory = settings.get("theory")
+    if theory is None:
+        theory = "algorithm" in ds.coords and "gamp" in [str(a) for a in ds["algorithm"].values]
+    tasks = {MODELS[m].task for m in models(ds)}
+    return tasks.pop() if theory and len(tasks) == 1 else None
+
+
+def _threshold_line(ax, task: str) -> None:
+    from .state_evolution import amp_threshold
+
+    ax.axvline(amp_threshold(task), color="grey", linestyle="--", label="AMP threshold (state evolution)")
+
+
+# --- figures --------------------------------------------------------------------------------------
+
+def _fraction_figure(ds: xr.Dataset, settings: dict, counted: xr.DataArray, ylabel: str) -> Figure:
+    """A share of runs per alpha (``counted``: 1, 0, NaN where not run), with 95% Wilson intervals."""
+    found = lines(counted, settings["panels"])
+    figure, by_panel = _grid(found, settings["panels"])
+    styles = _styles(found)
+    task = _theory_task(ds, settings)
+    for panel, label, line in found:
+        ax = by_panel[panel][0]
+        trials = line.notnull().sum("seed")
+        keep = (trials > 0).values
+        hits = line.sum("seed").values[keep]
+        alpha, trials = line.alpha.values[keep], trials.values[keep]
+        low, high = wilson_interval(hits, trials)
+        share = hits / trials
+        ax.errorbar(alpha, share, yerr=[share - low, high - share], capsize=3, label=label, **styles[label])
+    for column in by_panel.values():
+        ax = column[0]
+        if task is not None:
+            _threshold_line(ax, task)
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_xlabel("sample ratio alpha = n/p")
+        ax.set_ylabel(ylabel)
+    _legend(figure, by_panel)
+    _title(figure, ds)
+    return figure
+
+
+def success_figure(ds: xr.Dataset, settings: dict | None = None) -> Figure:
+    """Success probability vs alpha, with 95% Wilson intervals over the seeds run; with ``theory``,
+    state evolution's algorithmic threshold as a vertical line."""
+    settings = settings or default_settings(ds)
+    return _fraction_figure(ds, settings, ds.success, f"success probability\n(95% Wilson interval, {ds.sizes['seed']} seeds)")
+
+
+def diverged_figure(ds: xr.Dataset, settings: dict | None = None) -> Figure:
+    """The fraction of runs that diverged (status ``diverged``; a failure, SPEC 6) vs alpha."""
+    settings = settings or default_settings(ds)
+    diverged = xr.where(ds.status == "diverged", 1.0, 0.0).where(ds.success.notnull())
+    return _fraction_figure(ds, settings, diverged, "diverged fraction\n(95% Wilson interval)")
+
+
+def _mean_error(ax, ds: xr.Dataset, name: str, found, styles, scale: str, task: str | None) -> None:
+    """Mean final error over seeds vs alpha on ``ax``, with state evolution's lines for ``task``."""
+    for _, label, line in found:
+        mean = line.mean("seed")
+        keep = mean.notnull().values
+        ax.plot(line.alpha.values[keep], mean.values[keep], label=label, **styles[label])
+    if task is not None and name == "test_error":
+        from .state_evolution import door_bayes_test_error, mse
+
+        alphas = np.linspace(float(ds.alpha.min()), float(ds.alpha.max()), 40)
+        if task == "symmetric-door":
+            ax.plot(alphas, [max(door_bayes_test_error(a), 1e-6) for a in alphas], color="black", linestyle=":",
+                    label="state evolution: Bayes-optimal test error")
+        elif "gamp" in [str(a) for a in ds["algorithm"].values]:
+            ax.plot(alphas, [max(mse(task, a), 1e-6) for a in alphas], color="grey", linestyle="--",
+                    label="state evolution: weights' MSE 1 - q")
+    if task is not None:
+        _threshold_line(ax, task)
+    ax.set_yscale(scale)
+    ax.set_xlabel("sample ratio alpha = n/p")
+    ax.set_ylabel(error_label(ds, name, "mean final {} over seeds"))
+
+
+def _error_figure(ds: xr.Dataset, settings: dict, names: tuple[str, ...]) -> Figure:
+    """Mean final errors vs alpha: one row of panels per name in ``names``."""
+    found = {name: lines(ds[name], settings["panels"]) for name in names}
+    figure, by_panel = _grid(found[names[0]], settings["panels"], rows_extra=len(names))
+    styles = _styles(found[names[0]])
+    task = _theory_task(ds, settings)
+    for k, name in enumerate(names):
+        for panel, column in by_panel.items():
+            mine = [entry for entry in found[name] if entry[0] == panel]
+            if mine:
+                _mean_error(column[k], ds, name, mine, styles, settings["error_scale"], task)
+    _legend(figure, by_panel)
+    _title(figure, ds)
+    return figure
+
+
+def test_error_figure(ds: xr.Dataset, settings: dict | None = None) -> Figure:
+    """Mean final test error over seeds vs alpha (``error_scale`` axis); with ``theory``, state
+    evolution's threshold, the door's Bayes-optimal test error and, with GAMP, the weights' MSE."""
+    return _error_figure(ds, settings or default_settings(ds), ("test_error",))
+
+
+def train_error_figure(ds: xr.Dataset, settings: dict | None = None) -> Figure:
+    """Mean final training error over seeds vs alpha."""
+    return _error_figure(ds, settings or default_settings(ds), ("train_error",))
+
+
+def errors_figure(ds: xr.Dataset, settings: dict | None = None) -> Figure:
+    """Mean final test error (top row) and training error (bottom row) vs alpha."""
+    return _error_figure(ds, settings or default_settings(ds), ("test_error", "train_error"))
 
 
 def _hold_final(runs: np.ndarray, finals: np.ndarray) -> np.ndarray:
@@ -77,92 +302,59 @@ def _hold_final(runs: np.ndarray, finals: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(runs), finals[:, None], runs)
 
 
-def _amp_task(ds: xr.Dataset) -> str | None:
-    """The task when the study runs GAMP (its figures then show state evolution), else None."""
-    import json
-
-    from .models import MODELS
-
-    if "gamp" not in [str(a) for a in ds["algorithm"].values]:
-        return None
-    return MODELS[json.loads(ds.attrs["study"]).get("model", "pr-quadratic")].task
-
-
-def success_figure(ds: xr.Dataset) -> Figure:
-    """Success probability vs alpha per optimizer, with 95% Wilson intervals over the seeds run;
-    with GAMP in the study, the algorithmic threshold of state evolution as a vertical line."""
-    figure = Figure(figsize=(6, 4))
-    ax = figure.subplots()
-    for label, line in _lines(ds.success):
-        trials = line.notnull().sum("seed")
-        keep = trials > 0
-        successes = line.sum("seed")[keep]
-        alpha, trials = line.alpha[keep].values, trials[keep].values
-        low, high = wilson_interval(successes.values, trials)
-        share = successes.values / trials
-        ax.errorbar(alpha, share, yerr=[share - low, high - share], marker="o", capsize=3, label=label)
-    task = _amp_task(ds)
-    if task is not None:
-        from .state_evolution import amp_threshold
-
-        ax.axvline(amp_threshold(task), color="grey", linestyle="--", label="AMP threshold (state evolution)")
-    ax.set_xlabel(_label(ds.alpha))
-    ax.set_ylabel(f"success probability\n(95% Wilson interval, {ds.sizes['seed']} seeds)")
-    ax.set_ylim(-0.05, 1.05)
-    ax.legend(fontsize="small")
-    ax.set_title(_title(ds), fontsize="small")
-    return figure
-
-
-def test_error_figure(ds: xr.Dataset) -> Figure:
-    """Mean final test error over seeds vs alpha, log scale; with GAMP in the study, the weights'
-    MSE ``1 - q`` of state evolution (and for the door its Bayes-optimal test error) as lines."""
-    figure = Figure(figsize=(6, 4))
-    ax = figure.subplots()
-    for label, line in _lines(ds.test_error):
-        mean = line.mean("seed")
-        keep = mean.notnull()
-        ax.plot(line.alpha[keep], mean[keep], marker="o", label=label)
-    task = _amp_task(ds)
-    if task is not None:
-        from .state_evolution import door_bayes_test_error, mse
-
-        alphas = np.linspace(float(ds.alpha.min()), float(ds.alpha.max()), 40)
-        ax.plot(alphas, [max(mse(task, a), 1e-6) for a in alphas], color="grey", linestyle="--",
-                label="state evolution: weights' MSE 1 - q")
-        if task == "symmetric-door":
-            ax.plot(alphas, [max(door_bayes_test_error(a), 1e-6) for a in alphas], color="black", linestyle=":",
-                    label="state evolution: Bayes-optimal test error")
-    ax.set_yscale("log")
-    ax.set_xlabel(_label(ds.alpha))
-    ax.set_ylabel(_label(ds.test_error, "mean final {} over seeds"))
-    ax.legend(fontsize="small")
-    ax.set_title(_title(ds), fontsize="small")
-    return figure
-
-
-def trajectory_figure(ds: xr.Dataset) -> Figure:
+def trajectory_figure(ds: xr.Dataset, settings: dict | None = None) -> Figure:
     """Median test error over seeds vs epoch (after its stop a run holds its final value), one
-    panel per optimizer line, one curve per alpha."""
-    lines = list(_lines(ds.test_error_trajectory))
-    finals = dict(_lines(ds.test_error))
-    figure = Figure(figsize=(4 * len(lines), 3.5))
-    axes = np.atleast_1d(figure.subplots(1, len(lines), sharey=True))
+    panel per line (optimizer, p, hidden), one curve per alpha that line runs."""
+    if "test_error_trajectory" not in ds:
+        raise ValueError("plot.figures: trajectories need one epoch grid; the folders drawn together have "
+                         "different budgets, so draw them one by one")
+    found = lines(ds.test_error_trajectory, ())
+    finals = {label: line for _, label, line in lines(ds.test_error, ())}
+    figure = Figure(figsize=(3.6 * len(found) + 1.5, 3.4), layout="constrained")
+    axes = np.atleast_1d(figure.subplots(1, len(found), sharey=True, squeeze=False)[0])
     colours = dict(zip(ds.alpha.values, _colours(ds.sizes["alpha"])))
-    for ax, (label, line) in zip(axes, lines):
+    for ax, (_, label, line) in zip(axes, found):
         for alpha in ds.alpha.values:
             runs = line.sel(alpha=alpha).transpose("seed", "epoch").values
             if np.isnan(runs[:, 0]).all():
                 continue  # this optimizer does not run this alpha
             median = np.median(_hold_final(runs, finals[label].sel(alpha=alpha).values), axis=0)
-            epochs = line.epoch.values
-            ax.plot(epochs[1:], median[1:], color=colours[alpha], label=f"alpha={alpha:g}")
+            ax.plot(line.epoch.values[1:], median[1:], color=colours[alpha], label=f"alpha={alpha:g}")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_title(label, fontsize="small")
-        ax.set_xlabel(_label(ds.epoch))
-    axes[0].set_ylabel(_label(ds.test_error_trajectory, "{} (median over seeds)"))
-    axes[-1].legend(fontsize="x-small")
+        ax.set_title(textwrap.fill(label, 30), fontsize="small")
+        ax.set_xlabel("epoch")
+    axes[0].set_ylabel(error_label(ds, "test_error", "{} (median over seeds)"))
+    _legend(figure, {(): list(axes)})
+    _title(figure, ds)
+    return figure
+
+
+def gradient_jumps_figure(ds: xr.Dataset, settings: dict | None = None) -> Figure:
+    """Median over seeds of the jump ``|g_t - g_(t-1)|_F`` between consecutive batch gradients (the
+    epoch's mean) vs epoch: a panel per alpha, a line per optimizer (SPEC 5; thesis 4.3.2)."""
+    if "gradient_jump_trajectory" not in ds or not bool(ds.gradient_jump_trajectory.notnull().any()):
+        raise ValueError("plot.figures: gradient_jumps needs a study run with [record] gradient_jumps = true")
+    found = []
+    for alpha in ds.alpha.values:
+        for _, label, line in lines(ds.gradient_jump_trajectory.sel(alpha=alpha), ()):
+            found.append(((float(alpha),), label, line))
+    figure, by_panel = _grid(found, ("alpha",))
+    styles = _styles(found)
+    for panel, label, line in found:
+        ax = by_panel[panel][0]
+        median = line.median("seed")
+        keep = median.notnull().values
+        style = {k: v for k, v in styles[label].items() if k != "marker"}
+        ax.plot(line.epoch.values[keep], median.values[keep], label=label, **style)
+    for column in by_panel.values():
+        ax = column[0]
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("|g_t - g_(t-1)|_F, epoch mean\n(median over seeds)")
+    _legend(figure, by_panel)
+    _title(figure, ds)
     return figure
 
 
@@ -170,3 +362,14 @@ def _colours(count: int):
     from matplotlib import colormaps
 
     return colormaps["viridis"](np.linspace(0, 0.9, count))
+
+
+FIGURES = {
+    "success": success_figure,
+    "diverged": diverged_figure,
+    "test_error": test_error_figure,
+    "train_error": train_error_figure,
+    "errors": errors_figure,
+    "trajectories": trajectory_figure,
+    "gradient_jumps": gradient_jumps_figure,
+}

@@ -13,19 +13,41 @@ from .status import Status
 #: Trajectory and final variables: name -> (long_name, units).
 VARIABLES = {
     "train_error": ("training error (evaluation activation, whole training set)", "1"),
-    "test_error": ("test error (population error for pr-quadratic)", "1"),
+    "test_error": ("test error (SPEC 3: population error for pr-quadratic, else on the sampled test set)", "1"),
     "test_error_sampled": ("test error on the sampled test set", "1"),
     "train_loss": ("training loss (sum over samples, training activation)", "1"),
     "overlap": ("largest overlap |m_k| / sqrt(q_kk Q) with the teacher", "1"),
     "grad_ema": ("EMA of max |tangent gradient|", "1"),
     "grad_ema_raw": ("EMA of max |gradient|", "1"),
 }
+#: Per-step quantities as trajectories only, each the mean over an epoch's steps: the Langevin
+#: kick's size (SPEC 5; 0 for the other gradient methods) and, when a study records them, the
+#: jumps between consecutive batch gradients (the matched noise's source, thesis 2.4.4).
+STEP_MEANS = {
+    "noise_sigma": ("Langevin noise |kick|_F (matched: sigma_t; temperature: sqrt(2 eta T_t d p)), "
+                    "mean over the epoch's steps", "1"),
+    "gradient_jump": ("jump |g_t - g_(t-1)|_F between consecutive batch gradients, mean over the epoch's steps", "1"),
+}
+#: Every trajectory variable: name -> (long_name, units).
+TRAJECTORIES = VARIABLES | STEP_MEANS
 
 
 def epoch_grid(max_epochs: int, points: int = 150) -> np.ndarray:
     """``{0} U unique(round(geomspace(1, max_epochs, points)))`` (SPEC 6), int64."""
     grid = np.unique(np.round(np.geomspace(1, max_epochs, points)).astype(np.int64))
     return np.concatenate([[0], grid])
+
+
+def epoch_means(per_step: np.ndarray, steps_per_epoch: int, grid: np.ndarray, epochs: int) -> np.ndarray:
+    """A per-step quantity (steps,) on the epoch ``grid``: at epoch ``e`` in ``1 .. epochs`` the mean
+    over that epoch's steps ``(e-1) k .. e k - 1`` (``k = steps_per_epoch``); NaN at epoch 0 (no step
+    yet), after ``epochs`` (the run had stopped) and where the steps were not recorded."""
+    per_step = np.asarray(per_step, dtype=float)
+    values = np.full(len(grid), np.nan)
+    for i, e in enumerate(grid):
+        if 1 <= e <= epochs and e * steps_per_epoch <= len(per_step):
+            values[i] = per_step[(e - 1) * steps_per_epoch : e * steps_per_epoch].mean()
+    return values
 
 
 @dataclass
@@ -82,7 +104,7 @@ class Trajectories:
 
     def __init__(self, grid: np.ndarray, replicas: int):
         self.grid = np.asarray(grid)
-        self.values = {name: np.full((replicas, len(self.grid)), np.nan) for name in VARIABLES}
+        self.values = {name: np.full((replicas, len(self.grid)), np.nan) for name in TRAJECTORIES}
 
     def position(self, epoch: int) -> int | None:
         """Index of ``epoch`` on the grid, or None."""
@@ -90,13 +112,17 @@ class Trajectories:
         return i if i < len(self.grid) and self.grid[i] == epoch else None
 
     def record(self, position: int, replicas: np.ndarray, metrics: dict) -> None:
-        """Store each trajectory variable of ``metrics`` (arrays over ``replicas``) at grid ``position``."""
-        for name, values in self.values.items():
-            values[replicas, position] = metrics[name]
+        """Store each measured variable of ``metrics`` (arrays over ``replicas``) at grid ``position``."""
+        for name in VARIABLES:
+            self.values[name][replicas, position] = metrics[name]
+
+    def record_steps(self, replica: int, name: str, per_step: np.ndarray, steps_per_epoch: int, epochs: int) -> None:
+        """Store a per-step quantity of ``STEP_MEANS`` as its epoch means (:func:`epoch_means`)."""
+        self.values[name][replica] = epoch_means(per_step, steps_per_epoch, self.grid, epochs)
 
     def dataset(self, replica: int, label: str) -> xr.Dataset:
         data_vars = {
-            name: ("epoch", values[replica], {"long_name": VARIABLES[name][0], "units": VARIABLES[name][1]})
+            name: ("epoch", values[replica], {"long_name": TRAJECTORIES[name][0], "units": TRAJECTORIES[name][1]})
             for name, values in self.values.items()
         }
         coords = {"epoch": ("epoch", self.grid, {"long_name": "epoch", "units": "1"})}

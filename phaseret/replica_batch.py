@@ -40,13 +40,14 @@ def check_replicas(configs: list[RunConfig]) -> None:
 @dataclass
 class ReplicaBatch:
     """What the engine's loop needs: the cells, the model, the teacher ``w_star`` (p,), the number
-    of training and test samples, and the backend's :class:`~phaseret.backends.ReplicaState`."""
+    of training and test samples, the optimizer and the backend's :class:`~phaseret.backends.ReplicaState`."""
 
     configs: list[RunConfig]
     model: Model
     w_star: np.ndarray
     n: int
     n_test: int
+    optimizer: optim.Optimizer
     replicas: ReplicaState
 
 
@@ -78,4 +79,4 @@ def build_batch(configs: list[RunConfig], device: str, noise_records: list[np.nd
     optimizer = optim.build(c, n, keys, noise_records)
     jump_steps = c.max_epochs * optimizer.selector.steps_per_epoch + 1 if record_gradient_jumps else 0
     state = replica_state(device, model.kernel_codes, optimizer, instance, W0, jump_steps)
-    return ReplicaBatch(configs, model, datasets[0].w_star, n, n_test, state)
+    return ReplicaBatch(configs, model, datasets[0].w_star, n, n_test, optimizer, state)

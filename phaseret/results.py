@@ -24,7 +24,7 @@ import xarray as xr
 from . import __version__
 from .data import teacher
 from .models import MODELS
-from .records import VARIABLES, RunResult
+from .records import TRAJECTORIES, VARIABLES, RunResult
 from .study import Cell, Study, build_study
 
 #: Final values of a run: name -> (long_name, units); the trajectory variables add VARIABLES.
@@ -36,6 +36,7 @@ FINALS = {
 }
 #: Non-index coordinates of the optimizer dimension (SPEC 8): name -> (long_name, units or None).
 OPTIMIZER_COORDS = {
+    "model": ("model: task and loss (SPEC 2)", None),
     "algorithm": ("batch rule (SPEC 4)", None),
     "update": ("update rule (SPEC 5)", None),
     "momentum": ("momentum gamma", "1"),
@@ -125,7 +126,7 @@ def write_atomically(path: Path, write) -> None:
 def write_cell(out_dir: Path, cell: Cell, result: RunResult) -> None:
     """Store a finished cell: its finals, its trajectory and its configuration."""
     finals = {name: ((), float(getattr(result, name))) for name in FINALS}
-    trajectory = {f"{name}_trajectory": ("epoch", result.trajectory[name].values) for name in VARIABLES}
+    trajectory = {f"{name}_trajectory": ("epoch", result.trajectory[name].values) for name in TRAJECTORIES}
     ds = xr.Dataset(
         {**finals, **trajectory, "status": ((), str(result.status))},
         coords={"epoch": result.trajectory.epoch.values},
@@ -157,6 +158,8 @@ def read_cell(out_dir: Path, cell: Cell, grid: np.ndarray) -> xr.Dataset | None:
         return None
     if not np.array_equal(ds.epoch.values, grid):
         return None
+    if any(f"{name}_trajectory" not in ds for name in TRAJECTORIES):
+        return None  # written by a version that recorded fewer variables
     return ds
 
 
@@ -187,7 +190,7 @@ def combine(study: Study, out_dir: Path, history: str = "") -> xr.Dataset:
     grid = study.grid
     shape = tuple(len(v) for v in axes.values())
     finals = {name: np.full(shape, np.nan) for name in FINALS}
-    trajectories = {name: np.full(shape + (len(grid),), np.nan) for name in VARIABLES}
+    trajectories = {name: np.full(shape + (len(grid),), np.nan) for name in TRAJECTORIES}
     status = np.full(shape, "", dtype=object)
     for cell in study.cells:
         stored = read_cell(out_dir, cell, grid)
@@ -196,14 +199,14 @@ def combine(study: Study, out_dir: Path, history: str = "") -> xr.Dataset:
         index = tuple(values.index(getattr(cell, dim)) for dim, values in axes.items())
         for name in FINALS:
             finals[name][index] = float(stored[name])
-        for name in VARIABLES:
+        for name in TRAJECTORIES:
             trajectories[name][index] = stored[f"{name}_trajectory"].values
         status[index] = str(stored["status"].values)
 
     dims = tuple(axes)
     data_vars = {name: (dims, values, _cf(FINALS[name])) for name, values in finals.items()}
     data_vars |= {
-        f"{name}_trajectory": (dims + ("epoch",), values, _cf(VARIABLES[name]))
+        f"{name}_trajectory": (dims + ("epoch",), values, _cf(TRAJECTORIES[name]))
         for name, values in trajectories.items()
     }
     data_vars["status"] = (dims, status, {"long_name": "stopping status (SPEC 6); '' where not run"})

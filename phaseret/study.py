@@ -26,7 +26,17 @@ from .records import epoch_grid
 AXES = ("p", "hidden", "alpha")
 #: The most cells a study may hold: one file each in one folder, and each a Python object while it runs.
 MAX_CELLS = 1_000_000
-STUDY_KEYS = ("name", "description", "seeds", "optimizer", "scale")
+STUDY_KEYS = ("name", "description", "seeds", "optimizer", "record", "plot", "scale")
+#: Figures a ``[plot]`` table may ask for (``figures``) and what may split them into panels
+#: (``panels``: the optimizer, its coordinates, the model, or the p / hidden axes).
+FIGURES = ("success", "diverged", "test_error", "train_error", "errors", "trajectories", "gradient_jumps")
+DEFAULT_FIGURES = ("success", "test_error", "trajectories")
+PANEL_KEYS = ("optimizer", "model", "algorithm", "update", "momentum", "lr", "lr_scaling", "batch_fraction", "tau",
+              "p", "hidden")
+PLOT_KEYS = ("figures", "panels", "error_scale", "theory")
+#: ``[record]`` keys this version records, beyond the finals and trajectories (SPEC 8, 10).
+RECORD_KEYS = {"gradient_jumps": "the jumps |g_t - g_(t-1)|_F between consecutive batch gradients, "
+                                 "as gradient_jump_trajectory"}
 
 
 class StudyError(ValueError):
@@ -43,6 +53,7 @@ class Cell:
     alpha: float
     seed: int
     config: RunConfig
+    record_jumps: bool = False  # [record] gradient_jumps
 
     @property
     def name(self) -> str:
@@ -51,7 +62,10 @@ class Cell:
         return re.sub(r"[^A-Za-z0-9.+=_-]", "_", text)
 
     def config_json(self) -> str:
-        return json.dumps(self.config.to_dict(), sort_keys=True)
+        """What the cell computes: its configuration, and what it records beyond the defaults (a
+        stored cell of another configuration or record is not this cell's result)."""
+        extra = {"record": {"gradient_jumps": True}} if self.record_jumps else {}
+        return json.dumps(self.config.to_dict() | extra, sort_keys=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +82,7 @@ class Study:
     optimizer_settings: tuple[RunConfig, ...]  # one representative config per optimizer
     cells: tuple[Cell, ...]
     seeds: int
+    plot: dict = dataclasses.field(default_factory=dict)  # the checked [plot] table
 
     @property
     def grid(self) -> np.ndarray:
@@ -159,13 +174,16 @@ def _build_study(raw_table: dict, table: dict, scale: str, source: str, backend:
     if not isinstance(description, str):
         raise ValueError(f"description: must be a string, got {description!r}")
     seeds = table.get("seeds", 1)
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"seeds: must be an integer >= 1, got {seeds!r}")
+    for count in seeds.values() if isinstance(seeds, dict) else [seeds]:
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"seeds: must be an integer >= 1 (or a table of them by p), got {seeds!r}")
     tables = table.get("optimizer")
     if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
         raise ValueError("optimizer: at least one [[optimizer]] table is required")
     shared = {k: v for k, v in table.items() if k in RUN_KEYS}
     _check_lists(shared, "")
+    record_jumps = _check_record(table.get("record", {}))
+    plot = _check_plot(table.get("plot", {}))
 
     cells, labels, settings = [], [], []
     for index, optimizer_table in enumerate(tables):
@@ -175,7 +193,7 @@ def _build_study(raw_table: dict, table: dict, scale: str, source: str, backend:
                 raise ValueError(f"{where}{key}: unknown key; optimizer keys are {', '.join(OPTIMIZER_KEYS)} plus run keys")
         for keys in _expand(optimizer_table, where):
             run_keys = shared | keys
-            label, representative, new_cells = _optimizer_cells(run_keys, seeds, where)
+            label, representative, new_cells = _optimizer_cells(run_keys, seeds, where, record_jumps)
             if label in labels:
                 raise ValueError(f"{where}label: duplicate optimizer label {label!r}; give each optimizer a distinct `label`")
             labels.append(label)
@@ -184,8 +202,48 @@ def _build_study(raw_table: dict, table: dict, scale: str, source: str, backend:
     _check_cell_names(cells)
     return Study(
         name=name, description=description, source=source, scale=scale, raw_table=raw_table, settings=table,
-        optimizers=tuple(labels), optimizer_settings=tuple(settings), cells=tuple(cells), seeds=seeds,
+        optimizers=tuple(labels), optimizer_settings=tuple(settings), cells=tuple(cells),
+        seeds=max(cell.seed for cell in cells) + 1, plot=plot,
     )
+
+
+def _check_record(record) -> bool:
+    """The ``[record]`` table; returns whether gradient jumps are recorded."""
+    if not isinstance(record, dict):
+        raise ValueError("record: must be a table, e.g. [record] gradient_jumps = true")
+    for key, value in record.items():
+        if key not in RECORD_KEYS:
+            raise ValueError(f"record.{key}: not recorded by this version; [record] takes "
+                             + "; ".join(f"{k} ({v})" for k, v in RECORD_KEYS.items()))
+        if not isinstance(value, bool):
+            raise ValueError(f"record.{key}: must be true or false, got {value!r}")
+    return record.get("gradient_jumps", False)
+
+
+def _check_plot(plot) -> dict:
+    """The ``[plot]`` table: ``figures`` (a list of FIGURES), ``panels`` (at most two PANEL_KEYS: rows,
+    then columns), ``error_scale`` (log or linear, the mean-error axes), ``theory`` (draw state
+    evolution's lines; default: when the study runs GAMP)."""
+    if not isinstance(plot, dict):
+        raise ValueError('plot: must be a table, e.g. [plot] panels = ["update"]')
+    for key in plot:
+        if key not in PLOT_KEYS:
+            raise ValueError(f"plot.{key}: unknown key; [plot] takes {', '.join(PLOT_KEYS)}")
+    figures = plot.get("figures", list(DEFAULT_FIGURES))
+    if not isinstance(figures, list) or not figures or any(f not in FIGURES for f in figures):
+        raise ValueError(f"plot.figures: must be a non-empty list of {', '.join(FIGURES)}, got {figures!r}")
+    panels = plot.get("panels", [])
+    if (not isinstance(panels, list) or len(panels) > 2 or len(set(panels)) != len(panels)
+            or any(k not in PANEL_KEYS for k in panels)):
+        raise ValueError(f"plot.panels: must list at most two distinct of {', '.join(PANEL_KEYS)} (rows, then columns), "
+                         f"got {panels!r}")
+    scale = plot.get("error_scale", "log")
+    if scale not in ("log", "linear"):
+        raise ValueError(f"plot.error_scale: must be 'log' or 'linear', got {scale!r}")
+    theory = plot.get("theory")
+    if theory is not None and not isinstance(theory, bool):
+        raise ValueError(f"plot.theory: must be true or false, got {theory!r}")
+    return {"figures": tuple(figures), "panels": tuple(panels), "error_scale": scale, "theory": theory}
 
 
 def _check_cell_names(cells: list[Cell]) -> None:
@@ -260,29 +318,53 @@ def _base_label(keys: dict) -> str:
     return algorithm if update == "plain" else f"{algorithm}+{update}"
 
 
-def _optimizer_cells(run_keys: dict, seeds: int, where: str) -> tuple[str, RunConfig, list[Cell]]:
-    """Validate every (p, hidden, alpha) of one optimizer and list its cells."""
+def _optimizer_cells(run_keys: dict, seeds, where: str, record_jumps: bool) -> tuple[str, RunConfig, list[Cell]]:
+    """Validate every (p, hidden, alpha) of one optimizer and list its cells; ``seeds`` and run
+    keys given as tables by p (:func:`_by_p`) take their value at each cell's p."""
     if "alpha" not in run_keys:
         raise ValueError(f"{where}alpha: required (top level or in the optimizer table)")
     axes = {axis: _as_list(run_keys[axis]) for axis in AXES if axis in run_keys}
-    count = seeds * math.prod(len(values) for values in axes.values())
+    most = max(seeds.values()) if isinstance(seeds, dict) else seeds
+    count = most * math.prod(len(values) for values in axes.values())
     if count > MAX_CELLS:
-        raise ValueError(f"seeds: {seeds} seeds make {count:,} cells for one optimizer; a study holds at most "
+        raise ValueError(f"seeds: {most} seeds make {count:,} cells for one optimizer; a study holds at most "
                          f"{MAX_CELLS:,} cells (one file each)")
     rest = {k: v for k, v in run_keys.items() if k not in AXES and k != "seed"}
     cells, configs = [], {}
     for combo in itertools.product(*axes.values()):
         point = dict(zip(axes, combo))
+        p = point.get("p", RunConfig.p)
+        at_p = {k: _by_p(k, v, p, where if k in OPTIMIZER_KEYS else "") if k in BY_P_KEYS and isinstance(v, dict) else v
+                 for k, v in rest.items()}
         try:
-            config = validate(**rest, **point)
+            config = validate(**at_p, **point)
         except ValueError as error:
             raise ValueError(f"{where}{error}" if _from_optimizer(error) else str(error)) from None
         configs[combo] = config
-        for seed in range(seeds):
+        for seed in range(_by_p("seeds", seeds, p, "") if isinstance(seeds, dict) else seeds):
             seeded = dataclasses.replace(config, seed=seed)
-            cells.append(Cell(config.optimizer_label, config.p, config.hidden, config.alpha, seed, seeded))
+            cells.append(Cell(config.optimizer_label, config.p, config.hidden, config.alpha, seed, seeded, record_jumps))
     representative = next(iter(configs.values()))
     return representative.optimizer_label, representative, cells
+
+
+#: Keys whose value may be a table by p (``max_epochs = {512 = 18005, 1024 = 20002}``): every run
+#: and optimizer key whose own value is not a table, and ``seeds``.
+BY_P_KEYS = frozenset(k for k in RUN_KEYS + OPTIMIZER_KEYS if k not in ("stop", "reference")) | {"seeds"}
+
+
+def _by_p(key: str, table: dict, p: int, where: str):
+    """The value of a table by p (keys are the p values, ``{512 = 18005, 1024 = 20002}``) at ``p``:
+    settings that vary with the system size, such as fig 4.2's budgets and seeds, in one file."""
+    values = {}
+    for name, value in table.items():
+        if not re.fullmatch(r"[0-9]+", name):
+            raise ValueError(f"{where}{key}: a table by p takes the p values as keys (e.g. {{512 = ..., 1024 = ...}}), "
+                             f"got the key {name!r}")
+        values[int(name)] = value
+    if p not in values:
+        raise ValueError(f"{where}{key}: no value for p = {p} (the table gives p = {', '.join(map(str, sorted(values)))})")
+    return values[p]
 
 
 def _from_optimizer(error: ValueError) -> bool:

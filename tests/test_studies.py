@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from phaseret import plots, runner
+from phaseret import folders, runner
 from phaseret.study import build_study, load_study
 
 STUDIES = sorted((Path(__file__).parent.parent / "studies").glob("*.toml"))
@@ -15,11 +15,14 @@ TINY = {"p": 16, "seeds": 1, "max_epochs": 5, "n_test": 16}
 
 
 def tiny(table: dict) -> dict:
-    """The study at a tiny size: ``TINY`` everywhere, each alpha list cut to its first two values."""
+    """The study at a tiny size: ``TINY`` everywhere, each alpha list cut to its last two values,
+    a reference's budget cut to the tiny one."""
     def shrink(keys: dict) -> dict:
         keys = {k: v for k, v in keys.items() if k not in TINY}
         if isinstance(keys.get("alpha"), list):
-            keys["alpha"] = keys["alpha"][:2]
+            keys["alpha"] = keys["alpha"][-2:]
+        if "reference" in keys:
+            keys["reference"] = keys["reference"] | {"max_epochs": TINY["max_epochs"]}
         return keys
 
     shrunk = shrink({k: v for k, v in table.items() if k != "scale"}) | TINY
@@ -45,5 +48,5 @@ def test_every_study_file_runs_and_draws_at_a_tiny_size(path, tmp_path):
         study = build_study(tiny(tomllib.load(handle)), source=str(path))
     out = tmp_path / study.name
     runner.run_study(study, out, progress=False)
-    drawn = plots.plot_folder(out)
+    drawn = folders.plot_folder(out)
     assert drawn and all(p.stat().st_size > 1000 for p in drawn)

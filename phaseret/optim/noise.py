@@ -34,6 +34,12 @@ class TemperatureNoise:
             return np.float64(0.0)
         return np.sqrt(2.0 * eta * self.T0)
 
+    def levels(self, replica: int, steps: int, eta: float, size: int) -> np.ndarray:
+        """The kick's size at steps ``0 .. steps-1`` (steps,): ``sqrt(2 eta T_t)`` times ``sqrt(size)``,
+        the root-mean-square of ``|u|`` over a replica's ``size = d p`` coordinates."""
+        on = np.arange(steps) < self.t_cool
+        return np.where(on, self.scale(0, eta) * np.sqrt(size), 0.0)
+
     def add(self, W: np.ndarray, replicas: np.ndarray, step: int, eta: float) -> np.ndarray:
         scale = self.scale(step, eta)
         if scale == 0.0:
@@ -54,6 +60,11 @@ class MatchedNoise:
         """``sigma_t`` of ``replica`` (the record's float64 element), 0 after the record ends."""
         record = self.records[replica]
         return record[step] if step < len(record) else np.float64(0.0)
+
+    def levels(self, replica: int, steps: int, eta: float, size: int) -> np.ndarray:
+        """``sigma_t`` at steps ``0 .. steps-1`` (steps,), the kick's exact size: the record, then 0."""
+        record = self.records[replica][:steps]
+        return np.concatenate([record, np.zeros(steps - len(record))])
 
     def add(self, W: np.ndarray, replicas: np.ndarray, step: int, eta: float) -> np.ndarray:
         for i, r in enumerate(replicas):
