@@ -40,7 +40,7 @@ def wilson_interval(successes: np.ndarray, trials: np.ndarray, z: float = 1.96) 
 
 def default_settings(ds: xr.Dataset) -> dict:
     """The ``[plot]`` settings of a study without that table."""
-    return {"figures": DEFAULT_FIGURES, "panels": (), "error_scale": "log", "theory": None}
+    return {"figures": DEFAULT_FIGURES, "panels": (), "error_scale": "log", "theory": None, "seeds": ()}
 
 
 def draw(ds: xr.Dataset, settings: dict, out_dir: Path, stem: str) -> list[Path]:
@@ -76,9 +76,9 @@ def _line_keys(ds: xr.Dataset, optimizer_index: int, sizes: dict) -> dict:
 
 def lines(da: xr.DataArray, panels: tuple[str, ...]) -> list[tuple[tuple, str, xr.DataArray]]:
     """``(panel, label, line)`` for every optimizer x p x hidden of ``da`` that has data: ``panel``
-    holds the line's values of the ``panels`` keys, ``label`` names what varies within a panel,
-    ``line`` is over ``alpha, seed`` (and ``epoch``)."""
-    ds = da.to_dataset(name="_") if isinstance(da, xr.DataArray) else da
+    holds the line's values of the ``panels`` keys, ``label`` names what varies between lines
+    besides the panels (:func:`_labels`), ``line`` is over ``alpha, seed`` (and ``epoch``)."""
+    ds = da.to_dataset(name="_")
     sized = [d for d in ("p", "hidden") if d in da.dims]
     found = []
     for index in range(da.sizes["optimizer"]):
@@ -91,23 +91,38 @@ def lines(da: xr.DataArray, panels: tuple[str, ...]) -> list[tuple[tuple, str, x
             for d in ("p", "hidden"):
                 if d not in sizes and d in da.coords:
                     sizes[d] = int(da[d].values)
-            keys = _line_keys(ds, index, sizes)
-            panel = tuple(keys[k] for k in panels)
-            found.append((panel, _label(keys, panels, sized), line))
-    return found
+            found.append((_line_keys(ds, index, sizes), line))
+    labels = _labels([keys for keys, _ in found], panels)
+    return [(tuple(keys[k] for k in panels), label, line) for (keys, line), label in zip(found, labels)]
 
 
-def _label(keys: dict, panels: tuple[str, ...], sized: list[str]) -> str:
-    """What names a line inside its panel: the optimizer label without the panel keys' ``key=value``
-    parts, and the varied ``p`` / ``hidden`` not drawn as panels."""
-    parts = []
-    if "optimizer" not in panels:
-        label = keys["optimizer"]
-        for k in panels:
-            label = label.replace(f",{k}={keys[k]}", "")
-        parts.append(label)
-    parts += [f"{d}={keys[d]}" for d in sized if d not in panels]
-    return ", ".join(parts)
+#: Line keys that a ``key=value`` label can name alone (the optimizer's kind does not vary).
+_VALUE_KEYS = ("lr", "batch_fraction", "tau", "momentum", "lr_scaling", "p", "hidden")
+
+
+def _labels(keys: list[dict], panels: tuple[str, ...]) -> list[str]:
+    """A label per line naming what varies between the lines besides the panel keys: ``lr=0.005``
+    (or ``p=512``) when only such values vary, so that a line keeps its colour from panel to
+    panel; otherwise the optimizer label without the panels' ``,key=value`` parts, plus the
+    varied ``p`` / ``hidden``."""
+    varied = [k for k in keys[0] if k not in panels + ("optimizer",) and len({str(line[k]) for line in keys}) > 1] if keys else []
+    if varied and all(k in _VALUE_KEYS for k in varied):
+        values = [", ".join(f"{k}={line[k]:g}" if isinstance(line[k], float) else f"{k}={line[k]}" for k in varied)
+                  for line in keys]
+        within = [(tuple(line[k] for k in panels), value) for line, value in zip(keys, values)]
+        if len(set(within)) == len(within):  # the values tell every line of a panel apart
+            return values
+    labels = []
+    for line in keys:
+        parts = []
+        if "optimizer" not in panels:
+            label = line["optimizer"]
+            for k in panels:
+                label = label.replace(f",{k}={line[k]}", "")
+            parts.append(label)
+        parts += [f"{d}={line[d]}" for d in ("p", "hidden") if d in varied]
+        labels.append(", ".join(parts))
+    return labels
 
 
 def _panel_title(panels: tuple[str, ...], panel: tuple) -> str:
@@ -221,7 +236,7 @@ def _fraction_figure(ds: xr.Dataset, settings: dict, counted: xr.DataArray, ylab
         if task is not None:
             _threshold_line(ax, task)
         ax.set_ylim(-0.05, 1.05)
-        ax.set_xlabel("sample ratio alpha = n/p")
+        ax.set_xlabel(ds.alpha.attrs.get("long_name", "alpha"))
         ax.set_ylabel(ylabel)
     _legend(figure, by_panel)
     _title(figure, ds)
@@ -261,7 +276,7 @@ def _mean_error(ax, ds: xr.Dataset, name: str, found, styles, scale: str, task: 
     if task is not None:
         _threshold_line(ax, task)
     ax.set_yscale(scale)
-    ax.set_xlabel("sample ratio alpha = n/p")
+    ax.set_xlabel(ds.alpha.attrs.get("long_name", "alpha"))
     ax.set_ylabel(error_label(ds, name, "mean final {} over seeds"))
 
 
@@ -330,6 +345,34 @@ def trajectory_figure(ds: xr.Dataset, settings: dict | None = None) -> Figure:
     return figure
 
 
+def dynamics_figure(ds: xr.Dataset, settings: dict | None = None) -> Figure:
+    """Test error vs epoch of single runs (the ``seeds`` of ``[plot]``, default the first): a
+    panel per optimizer (rows) and alpha (columns), a line per hidden / p combination and seed;
+    each curve ends at its run's last grid point before the stop (no value is held)."""
+    settings = settings or default_settings(ds)
+    seeds = settings.get("seeds") or (int(ds.seed.values[0]),)
+    found = []
+    for alpha in ds.alpha.values:
+        for seed in seeds:
+            for panel, label, line in lines(ds.test_error_trajectory.sel(alpha=alpha, seed=seed), ("optimizer",)):
+                found.append(((panel[0], float(alpha)), label + (f", seed {seed}" if len(seeds) > 1 else ""), line))
+    figure, by_panel = _grid(found, ("optimizer", "alpha"))
+    styles = _styles(found)
+    for panel, label, line in found:
+        keep = line.notnull().values
+        style = {k: v for k, v in styles[label].items() if k != "marker"}
+        by_panel[panel][0].plot(line.epoch.values[keep][1:], line.values[keep][1:], label=label, **style)
+    for column in by_panel.values():
+        ax = column[0]
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(error_label(ds, "test_error", "{} of one run"))
+    _legend(figure, by_panel)
+    _title(figure, ds)
+    return figure
+
+
 def gradient_jumps_figure(ds: xr.Dataset, settings: dict | None = None) -> Figure:
     """Median over seeds of the jump ``|g_t - g_(t-1)|_F`` between consecutive batch gradients (the
     epoch's mean) vs epoch: a panel per alpha, a line per optimizer (SPEC 5; thesis 4.3.2)."""
@@ -371,5 +414,6 @@ FIGURES = {
     "train_error": train_error_figure,
     "errors": errors_figure,
     "trajectories": trajectory_figure,
+    "dynamics": dynamics_figure,
     "gradient_jumps": gradient_jumps_figure,
 }

@@ -29,11 +29,11 @@ MAX_CELLS = 1_000_000
 STUDY_KEYS = ("name", "description", "seeds", "optimizer", "record", "plot", "scale")
 #: Figures a ``[plot]`` table may ask for (``figures``) and what may split them into panels
 #: (``panels``: the optimizer, its coordinates, the model, or the p / hidden axes).
-FIGURES = ("success", "diverged", "test_error", "train_error", "errors", "trajectories", "gradient_jumps")
+FIGURES = ("success", "diverged", "test_error", "train_error", "errors", "trajectories", "dynamics", "gradient_jumps")
 DEFAULT_FIGURES = ("success", "test_error", "trajectories")
 PANEL_KEYS = ("optimizer", "model", "algorithm", "update", "momentum", "lr", "lr_scaling", "batch_fraction", "tau",
               "p", "hidden")
-PLOT_KEYS = ("figures", "panels", "error_scale", "theory")
+PLOT_KEYS = ("figures", "panels", "error_scale", "theory", "seeds")
 #: ``[record]`` keys this version records, beyond the finals and trajectories (SPEC 8, 10).
 RECORD_KEYS = {"gradient_jumps": "the jumps |g_t - g_(t-1)|_F between consecutive batch gradients, "
                                  "as gradient_jump_trajectory"}
@@ -200,10 +200,13 @@ def _build_study(raw_table: dict, table: dict, scale: str, source: str, backend:
             settings.append(representative)
             cells.extend(new_cells)
     _check_cell_names(cells)
+    runs = max(cell.seed for cell in cells) + 1
+    if any(seed >= runs for seed in plot["seeds"]):
+        raise ValueError(f"plot.seeds: {max(plot['seeds'])} is not a run of this study (it runs seeds 0 .. {runs - 1})")
     return Study(
         name=name, description=description, source=source, scale=scale, raw_table=raw_table, settings=table,
         optimizers=tuple(labels), optimizer_settings=tuple(settings), cells=tuple(cells),
-        seeds=max(cell.seed for cell in cells) + 1, plot=plot,
+        seeds=runs, plot=plot,
     )
 
 
@@ -223,7 +226,8 @@ def _check_record(record) -> bool:
 def _check_plot(plot) -> dict:
     """The ``[plot]`` table: ``figures`` (a list of FIGURES), ``panels`` (at most two PANEL_KEYS: rows,
     then columns), ``error_scale`` (log or linear, the mean-error axes), ``theory`` (draw state
-    evolution's lines; default: when the study runs GAMP)."""
+    evolution's lines; default: when the study runs GAMP), ``seeds`` (the runs the ``dynamics``
+    figure draws; default the first)."""
     if not isinstance(plot, dict):
         raise ValueError('plot: must be a table, e.g. [plot] panels = ["update"]')
     for key in plot:
@@ -243,7 +247,11 @@ def _check_plot(plot) -> dict:
     theory = plot.get("theory")
     if theory is not None and not isinstance(theory, bool):
         raise ValueError(f"plot.theory: must be true or false, got {theory!r}")
-    return {"figures": tuple(figures), "panels": tuple(panels), "error_scale": scale, "theory": theory}
+    seeds = plot.get("seeds", [])
+    if not isinstance(seeds, list) or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in seeds):
+        raise ValueError(f"plot.seeds: must be a list of run indices (integers >= 0), got {seeds!r}")
+    return {"figures": tuple(figures), "panels": tuple(panels), "error_scale": scale, "theory": theory,
+            "seeds": tuple(seeds)}
 
 
 def _check_cell_names(cells: list[Cell]) -> None:
