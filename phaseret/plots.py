@@ -126,7 +126,8 @@ def _labels(keys: list[dict], panels: tuple[str, ...]) -> list[str]:
 
 
 def _panel_title(panels: tuple[str, ...], panel: tuple) -> str:
-    return ", ".join(str(v) if k in ("optimizer", "model") else f"{k}={v}" for k, v in zip(panels, panel))
+    text = [f"{v:g}" if isinstance(v, float) else str(v) for v in panel]
+    return ", ".join(v if k in ("optimizer", "model") else f"{k}={v}" for k, v in zip(panels, text))
 
 
 def _grid(found, panels: tuple[str, ...], rows_extra: int = 1, width: float = 4.2, height: float = 3.2):

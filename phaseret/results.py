@@ -127,8 +127,11 @@ def write_cell(out_dir: Path, cell: Cell, result: RunResult) -> None:
     """Store a finished cell: its finals, its trajectory and its configuration."""
     finals = {name: ((), float(getattr(result, name))) for name in FINALS}
     trajectory = {f"{name}_trajectory": ("epoch", result.trajectory[name].values) for name in TRAJECTORIES}
+    units = {"unit_overlaps": ("unit", result.unit_overlaps)}
+    if "weights" in cell.record:
+        units["weights"] = (("unit", "feature"), result.W)
     ds = xr.Dataset(
-        {**finals, **trajectory, "status": ((), str(result.status))},
+        {**finals, **trajectory, **units, "status": ((), str(result.status))},
         coords={"epoch": result.trajectory.epoch.values},
         attrs={"cell": cell.name, "config": cell.config_json(), "complete": 1},
     )
@@ -158,7 +161,7 @@ def read_cell(out_dir: Path, cell: Cell, grid: np.ndarray) -> xr.Dataset | None:
         return None
     if not np.array_equal(ds.epoch.values, grid):
         return None
-    if any(f"{name}_trajectory" not in ds for name in TRAJECTORIES):
+    if any(f"{name}_trajectory" not in ds for name in TRAJECTORIES) or "unit_overlaps" not in ds:
         return None  # written by a version that recorded fewer variables
     return ds
 
@@ -192,6 +195,10 @@ def combine(study: Study, out_dir: Path, history: str = "") -> xr.Dataset:
     finals = {name: np.full(shape, np.nan) for name in FINALS}
     trajectories = {name: np.full(shape + (len(grid),), np.nan) for name in TRAJECTORIES}
     status = np.full(shape, "", dtype=object)
+    units, features = max(study.axis("hidden")), max(study.axis("p"))
+    per_unit = {"unit_overlaps": np.full(shape + (units,), np.nan)}
+    if "weights" in study.record:
+        per_unit["weights"] = np.full(shape + (units, features), np.nan)
     for cell in study.cells:
         stored = read_cell(out_dir, cell, grid)
         if stored is None:
@@ -202,6 +209,9 @@ def combine(study: Study, out_dir: Path, history: str = "") -> xr.Dataset:
         for name in TRAJECTORIES:
             trajectories[name][index] = stored[f"{name}_trajectory"].values
         status[index] = str(stored["status"].values)
+        per_unit["unit_overlaps"][index][: cell.hidden] = stored["unit_overlaps"].values
+        if "weights" in per_unit:
+            per_unit["weights"][index][: cell.hidden, : cell.p] = stored["weights"].values
 
     dims = tuple(axes)
     data_vars = {name: (dims, values, _cf(FINALS[name])) for name, values in finals.items()}
@@ -210,12 +220,20 @@ def combine(study: Study, out_dir: Path, history: str = "") -> xr.Dataset:
         for name, values in trajectories.items()
     }
     data_vars["status"] = (dims, status, {"long_name": "stopping status (SPEC 6); '' where not run"})
+    data_vars["unit_overlaps"] = (dims + ("unit",), per_unit["unit_overlaps"],
+                                  _cf(("overlap |m_k| / sqrt(q_kk Q) of hidden unit k (NaN past the run's d)", "1")))
+    if "weights" in per_unit:
+        data_vars["weights"] = (dims + ("unit", "feature"), per_unit["weights"],
+                                _cf(("final student weights W (NaN past the run's d and p)", "1")))
     coords = {
         "optimizer": ("optimizer", axes["optimizer"], {"long_name": "optimizer"}),
         "alpha": ("alpha", axes["alpha"], {"long_name": "sample ratio alpha = n/p", "units": "1"}),
         "seed": ("seed", axes["seed"], {"long_name": "run index", "units": "1"}),
         "epoch": ("epoch", grid, {"long_name": "epoch", "units": "1"}),
+        "unit": ("unit", np.arange(units), {"long_name": "hidden unit k", "units": "1"}),
     }
+    if "weights" in per_unit:
+        coords["feature"] = ("feature", np.arange(features), {"long_name": "feature i", "units": "1"})
     sizes = {"p": ("number of features p", "1"), "hidden": ("hidden units d", "1")}
     for name, entry in sizes.items():
         values = axes.get(name, study.axis(name))

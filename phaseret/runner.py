@@ -108,7 +108,7 @@ def run_group(cells: tuple[Cell, ...], out_dir: str, grid, interrupt=None) -> li
     if not any(missing):
         return [CellReport(cell.name, "done", math.nan, 0.0) for cell in cells]
     try:
-        outcomes = run_replicas([cell.config for cell in cells], grid, record_gradient_jumps=cells[0].record_jumps,
+        outcomes = run_replicas([cell.config for cell in cells], grid, record_gradient_jumps="gradient_jumps" in cells[0].record,
                                 interrupt=interrupt)
     except Exception:
         trace = traceback.format_exc()

@@ -36,7 +36,8 @@ PANEL_KEYS = ("optimizer", "model", "algorithm", "update", "momentum", "lr", "lr
 PLOT_KEYS = ("figures", "panels", "error_scale", "theory", "seeds")
 #: ``[record]`` keys this version records, beyond the finals and trajectories (SPEC 8, 10).
 RECORD_KEYS = {"gradient_jumps": "the jumps |g_t - g_(t-1)|_F between consecutive batch gradients, "
-                                 "as gradient_jump_trajectory"}
+                                 "as gradient_jump_trajectory",
+               "weights": "the final W, as weights over unit and feature"}
 
 
 class StudyError(ValueError):
@@ -53,7 +54,7 @@ class Cell:
     alpha: float
     seed: int
     config: RunConfig
-    record_jumps: bool = False  # [record] gradient_jumps
+    record: tuple[str, ...] = ()  # the [record] keys set to true, sorted
 
     @property
     def name(self) -> str:
@@ -64,7 +65,7 @@ class Cell:
     def config_json(self) -> str:
         """What the cell computes: its configuration, and what it records beyond the defaults (a
         stored cell of another configuration or record is not this cell's result)."""
-        extra = {"record": {"gradient_jumps": True}} if self.record_jumps else {}
+        extra = {"record": {name: True for name in self.record}} if self.record else {}
         return json.dumps(self.config.to_dict() | extra, sort_keys=True)
 
 
@@ -83,6 +84,7 @@ class Study:
     cells: tuple[Cell, ...]
     seeds: int
     plot: dict = dataclasses.field(default_factory=dict)  # the checked [plot] table
+    record: tuple[str, ...] = ()  # the [record] keys set to true
 
     @property
     def grid(self) -> np.ndarray:
@@ -182,7 +184,7 @@ def _build_study(raw_table: dict, table: dict, scale: str, source: str, backend:
         raise ValueError("optimizer: at least one [[optimizer]] table is required")
     shared = {k: v for k, v in table.items() if k in RUN_KEYS}
     _check_lists(shared, "")
-    record_jumps = _check_record(table.get("record", {}))
+    record = _check_record(table.get("record", {}))
     plot = _check_plot(table.get("plot", {}))
 
     cells, labels, settings = [], [], []
@@ -193,7 +195,7 @@ def _build_study(raw_table: dict, table: dict, scale: str, source: str, backend:
                 raise ValueError(f"{where}{key}: unknown key; optimizer keys are {', '.join(OPTIMIZER_KEYS)} plus run keys")
         for keys in _expand(optimizer_table, where):
             run_keys = shared | keys
-            label, representative, new_cells = _optimizer_cells(run_keys, seeds, where, record_jumps)
+            label, representative, new_cells = _optimizer_cells(run_keys, seeds, where, record)
             if label in labels:
                 raise ValueError(f"{where}label: duplicate optimizer label {label!r}; give each optimizer a distinct `label`")
             labels.append(label)
@@ -206,12 +208,12 @@ def _build_study(raw_table: dict, table: dict, scale: str, source: str, backend:
     return Study(
         name=name, description=description, source=source, scale=scale, raw_table=raw_table, settings=table,
         optimizers=tuple(labels), optimizer_settings=tuple(settings), cells=tuple(cells),
-        seeds=runs, plot=plot,
+        seeds=runs, plot=plot, record=record,
     )
 
 
-def _check_record(record) -> bool:
-    """The ``[record]`` table; returns whether gradient jumps are recorded."""
+def _check_record(record) -> tuple[str, ...]:
+    """The ``[record]`` table; returns the names set to true, sorted."""
     if not isinstance(record, dict):
         raise ValueError("record: must be a table, e.g. [record] gradient_jumps = true")
     for key, value in record.items():
@@ -220,7 +222,7 @@ def _check_record(record) -> bool:
                              + "; ".join(f"{k} ({v})" for k, v in RECORD_KEYS.items()))
         if not isinstance(value, bool):
             raise ValueError(f"record.{key}: must be true or false, got {value!r}")
-    return record.get("gradient_jumps", False)
+    return tuple(sorted(name for name, on in record.items() if on))
 
 
 def _check_plot(plot) -> dict:
@@ -326,7 +328,7 @@ def _base_label(keys: dict) -> str:
     return algorithm if update == "plain" else f"{algorithm}+{update}"
 
 
-def _optimizer_cells(run_keys: dict, seeds, where: str, record_jumps: bool) -> tuple[str, RunConfig, list[Cell]]:
+def _optimizer_cells(run_keys: dict, seeds, where: str, record: tuple[str, ...]) -> tuple[str, RunConfig, list[Cell]]:
     """Validate every (p, hidden, alpha) of one optimizer and list its cells; ``seeds`` and run
     keys given as tables by p (:func:`_by_p`) take their value at each cell's p."""
     if "alpha" not in run_keys:
@@ -351,7 +353,7 @@ def _optimizer_cells(run_keys: dict, seeds, where: str, record_jumps: bool) -> t
         configs[combo] = config
         for seed in range(_by_p("seeds", seeds, p, "") if isinstance(seeds, dict) else seeds):
             seeded = dataclasses.replace(config, seed=seed)
-            cells.append(Cell(config.optimizer_label, config.p, config.hidden, config.alpha, seed, seeded, record_jumps))
+            cells.append(Cell(config.optimizer_label, config.p, config.hidden, config.alpha, seed, seeded, record))
     representative = next(iter(configs.values()))
     return representative.optimizer_label, representative, cells
 

@@ -136,7 +136,9 @@ def test_panels_follow_the_plot_table_and_skip_what_the_study_does_not_run(tmp_p
     assert [ax.get_title() for ax in visible] == ["update=heavy-ball", "update=plain"]
     assert [len(ax.lines) > 0 for ax in visible] == [True, True]
     labels = {text.get_text() for legend in figure.legends for text in legend.get_texts()}
-    assert {"p-sgd+heavy-ball,lr=0.002", "p-sgd+heavy-ball,lr=0.005", "p-sgd,lr=0.005"} <= labels
+    assert labels == {"lr=0.002", "lr=0.005"}  # the update is the panel: a line is named by its lr
+    colour = {ax.get_title(): {bars.get_label(): bars.lines[0].get_color() for bars in ax.containers} for ax in visible}
+    assert colour["update=heavy-ball"]["lr=0.005"] == colour["update=plain"]["lr=0.005"]
 
 
 def test_line_styles_stay_distinct_past_ten_lines():
@@ -151,3 +153,44 @@ def test_door_errors_are_labelled_as_misclassified_fractions(tmp_path):
     assert "population error" not in plots.test_error_figure(door).axes[0].get_ylabel()
     _, pr = folders.open_folder(run(tmp_path, tiny("pr", 16)))
     assert "population error" in plots.error_label(pr, "test_error")
+
+
+def test_the_dynamics_figure_draws_single_runs_that_end_where_they_stopped(tmp_path):
+    table = tiny("dyn", 16, hidden=[1, 2], alpha=[4.0], max_epochs=40, seeds=2,
+                 optimizer=[{"algorithm": "p-sgd", "lr": 0.01, "lr_scaling": "hidden"}],
+                 plot={"figures": ["dynamics"], "seeds": [1]})
+    out = run(tmp_path, table)
+    _, ds = folders.open_folder(out)
+    figure = plots.dynamics_figure(ds, folders.load_folder(out).plot)
+    [ax] = [ax for ax in figure.axes if ax.get_visible()]
+    assert ax.get_title() == "p-sgd, alpha=4"
+    for line, d in zip(ax.lines, (1, 2)):
+        assert line.get_label() == f"hidden={d}"
+        run_ = ds.test_error_trajectory.sel(optimizer="p-sgd", alpha=4.0, seed=1, hidden=d)
+        last = int(run_.epoch[run_.notnull()].max())
+        assert line.get_xdata()[-1] == last <= int(ds.epochs.sel(optimizer="p-sgd", alpha=4.0, seed=1, hidden=d))
+        np.testing.assert_array_equal(line.get_ydata(), run_.dropna("epoch").values[1:])
+
+
+def test_plot_seeds_beyond_the_runs_are_refused():
+    with pytest.raises(ValueError, match=r"plot.seeds: 2 is not a run of this study \(it runs seeds 0 .. 1\)"):
+        build_study(tiny("dyn", 16, plot={"figures": ["dynamics"], "seeds": [2]}))
+
+
+def test_unit_overlaps_always_and_final_weights_when_asked_are_stored(tmp_path):
+    table = tiny("units", 16, hidden=[1, 2], alpha=[4.0], max_epochs=20, optimizer=[{"algorithm": "gd"}])
+    _, plain = folders.open_folder(run(tmp_path, table))
+    _, kept = folders.open_folder(run(tmp_path, table | {"name": "kept", "record": {"weights": True}}))
+    assert "weights" not in plain and plain.unit_overlaps.sizes["unit"] == 2
+    assert bool(plain.unit_overlaps.sel(hidden=1, unit=1).isnull().all())  # d = 1 has no second unit
+    xr.testing.assert_identical(plain.unit_overlaps, kept.unit_overlaps)  # recording does not change training
+    W = kept.weights.sel(optimizer="gd", hidden=2, alpha=4.0, seed=0).values
+    overlaps = np.abs(W[:, :16] @ _teacher(16)) / (np.linalg.norm(W, axis=1) * np.linalg.norm(_teacher(16)))
+    np.testing.assert_allclose(overlaps, kept.unit_overlaps.sel(optimizer="gd", hidden=2, alpha=4.0, seed=0), rtol=1e-12)
+    np.testing.assert_allclose(kept.overlap, kept.unit_overlaps.max("unit"), rtol=1e-12)
+
+
+def _teacher(p: int) -> np.ndarray:
+    from phaseret.data import teacher
+
+    return teacher("phase-retrieval", p, study_seed=0, kind="sphere")

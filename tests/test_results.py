@@ -12,7 +12,7 @@ def test_combined_dataset_layout(tmp_path):
     path = runner.run_study(load_study(write_study(tmp_path)), tmp_path / "out", progress=False)
     ds = open_result(tmp_path / "out")
     assert path == tmp_path / "out" / "tiny.nc"
-    assert dict(ds.sizes) == {"optimizer": 2, "alpha": 3, "seed": 2, "epoch": len(training.epoch_grid(300))}
+    assert dict(ds.sizes) == {"optimizer": 2, "alpha": 3, "seed": 2, "epoch": len(training.epoch_grid(300)), "unit": 1}
     assert list(ds.optimizer.values) == ["gd", "p-sgd+nesterov"]
     assert list(ds.algorithm.values) == ["gd", "p-sgd"] and list(ds["update"].values) == ["plain", "nesterov"]
     assert ds.lr.dims == ("optimizer",) and ds.momentum.dtype == np.float64
