@@ -374,6 +374,38 @@ def dynamics_figure(ds: xr.Dataset, settings: dict | None = None) -> Figure:
     return figure
 
 
+def hessian_figure(ds: xr.Dataset, settings: dict | None = None) -> Figure:
+    """Histograms of the Hessian spectra at the final weights of one run (the first of the
+    ``[plot]`` seeds): a panel per optimizer (rows) and d, alpha (columns), the three matrices
+    (:mod:`phaseret.landscape`) overlaid, the run's final test error in each title."""
+    if "hessian_eigenvalues" not in ds:
+        raise ValueError('plot.figures: hessian needs a study run with [record] hessian = "end"')
+    settings = settings or default_settings(ds)
+    seed = (settings.get("seeds") or (int(ds.seed.values[0]),))[0]
+    found = []
+    for alpha in ds.alpha.values:
+        for (optimizer,), label, line in lines(ds.hessian_eigenvalues.sel(alpha=alpha, seed=seed), ("optimizer",)):
+            where = {d: line[d].item() for d in ("optimizer", "p", "hidden") if d in ds.test_error.dims}
+            error = float(ds.test_error.sel(alpha=alpha, seed=seed).sel(where))
+            found.append(((optimizer, f"d={line.hidden.item()}, alpha={alpha:g}"), error, line))
+    figure, by_panel = _grid([(panel, "", line) for panel, _, line in found], ("optimizer", "run"))
+    colours = {"full": "tab:blue", "batch": "tab:orange", "riemannian": "tab:green"}
+    for panel, error, line in found:
+        ax = by_panel[panel][0]
+        for matrix in line.hessian.values:
+            values = line.sel(hessian=matrix).values
+            values = values[np.isfinite(values)]
+            if values.size:
+                ax.hist(values, bins=60, histtype="step", color=colours[str(matrix)], label=f"{matrix} Hessian")
+        ax.set_yscale("log")
+        ax.set_xlabel("eigenvalue")
+        ax.set_ylabel("count")
+        ax.set_title(f"{panel[0]}, {panel[1]}\nfinal test error {error:.3g}", fontsize="small")
+    _legend(figure, by_panel, f"seed {seed}")
+    _title(figure, ds)
+    return figure
+
+
 def gradient_jumps_figure(ds: xr.Dataset, settings: dict | None = None) -> Figure:
     """Median over seeds of the jump ``|g_t - g_(t-1)|_F`` between consecutive batch gradients (the
     epoch's mean) vs epoch: a panel per alpha, a line per optimizer (SPEC 5; thesis 4.3.2)."""
@@ -416,5 +448,6 @@ FIGURES = {
     "errors": errors_figure,
     "trajectories": trajectory_figure,
     "dynamics": dynamics_figure,
+    "hessian": hessian_figure,
     "gradient_jumps": gradient_jumps_figure,
 }

@@ -72,6 +72,7 @@ class RunResult:
     W: np.ndarray
     trajectory: xr.Dataset
     gradient_jumps: np.ndarray | None = None  # the matched-noise record, when asked for
+    hessian_eigenvalues: dict | None = None  # matrix name -> sorted eigenvalues, when a study asks
 
 
 #: The measured finals, NaN for a diverged run.

@@ -23,6 +23,7 @@ import xarray as xr
 
 from . import __version__
 from .data import teacher
+from .landscape import DENSE_LIMIT, LANCZOS_EXTREMES, MATRICES
 from .models import MODELS
 from .records import TRAJECTORIES, VARIABLES, RunResult
 from .study import Cell, Study, build_study
@@ -130,6 +131,8 @@ def write_cell(out_dir: Path, cell: Cell, result: RunResult) -> None:
     units = {"unit_overlaps": ("unit", result.unit_overlaps)}
     if "weights" in cell.record:
         units["weights"] = (("unit", "feature"), result.W)
+    if "hessian" in cell.record:
+        units["hessian_eigenvalues"] = (("hessian", "eigenvalue"), _spectra_array(result.hessian_eigenvalues, cell))
     ds = xr.Dataset(
         {**finals, **trajectory, **units, "status": ((), str(result.status))},
         coords={"epoch": result.trajectory.epoch.values},
@@ -163,6 +166,8 @@ def read_cell(out_dir: Path, cell: Cell, grid: np.ndarray) -> xr.Dataset | None:
         return None
     if any(f"{name}_trajectory" not in ds for name in TRAJECTORIES) or "unit_overlaps" not in ds:
         return None  # written by a version that recorded fewer variables
+    if "hessian" in cell.record and "hessian_eigenvalues" not in ds:
+        return None
     return ds
 
 
@@ -199,6 +204,8 @@ def combine(study: Study, out_dir: Path, history: str = "") -> xr.Dataset:
     per_unit = {"unit_overlaps": np.full(shape + (units,), np.nan)}
     if "weights" in study.record:
         per_unit["weights"] = np.full(shape + (units, features), np.nan)
+    if "hessian" in study.record:
+        per_unit["hessian_eigenvalues"] = np.full(shape + (len(MATRICES), max(spectrum_size(c) for c in study.cells)), np.nan)
     for cell in study.cells:
         stored = read_cell(out_dir, cell, grid)
         if stored is None:
@@ -212,6 +219,9 @@ def combine(study: Study, out_dir: Path, history: str = "") -> xr.Dataset:
         per_unit["unit_overlaps"][index][: cell.hidden] = stored["unit_overlaps"].values
         if "weights" in per_unit:
             per_unit["weights"][index][: cell.hidden, : cell.p] = stored["weights"].values
+        if "hessian_eigenvalues" in per_unit:
+            values = stored["hessian_eigenvalues"].values
+            per_unit["hessian_eigenvalues"][index][:, : values.shape[1]] = values
 
     dims = tuple(axes)
     data_vars = {name: (dims, values, _cf(FINALS[name])) for name, values in finals.items()}
@@ -234,6 +244,13 @@ def combine(study: Study, out_dir: Path, history: str = "") -> xr.Dataset:
     }
     if "weights" in per_unit:
         coords["feature"] = ("feature", np.arange(features), {"long_name": "feature i", "units": "1"})
+    if "hessian_eigenvalues" in per_unit:
+        data_vars["hessian_eigenvalues"] = (dims + ("hessian", "eigenvalue"), per_unit["hessian_eigenvalues"], _cf((
+            "eigenvalues of the Hessian of the summed training loss at the final W, ascending (full: all data; "
+            "batch: the last step's samples; riemannian: on the tangent space of the spheres); NaN-padded", "1")))
+        coords["hessian"] = ("hessian", list(MATRICES), {"long_name": "which Hessian (phaseret.landscape)"})
+        coords["eigenvalue"] = ("eigenvalue", np.arange(per_unit["hessian_eigenvalues"].shape[-1]),
+                                {"long_name": "eigenvalue index (ascending)", "units": "1"})
     sizes = {"p": ("number of features p", "1"), "hidden": ("hidden units d", "1")}
     for name, entry in sizes.items():
         values = axes.get(name, study.axis(name))
@@ -254,6 +271,22 @@ def combine(study: Study, out_dir: Path, history: str = "") -> xr.Dataset:
     if Q:
         attrs["teacher_Q"] = Q
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def spectrum_size(cell: Cell) -> int:
+    """How many eigenvalues a cell's Hessian record holds: all d p up to the dense limit, else the
+    Lanczos extremes (:mod:`phaseret.landscape`)."""
+    size = cell.hidden * cell.p
+    return size if size <= DENSE_LIMIT else 2 * LANCZOS_EXTREMES
+
+
+def _spectra_array(spectra: dict | None, cell: Cell) -> np.ndarray:
+    """The three spectra as (3, size) NaN-padded rows (all NaN for a diverged run)."""
+    array = np.full((len(MATRICES), spectrum_size(cell)), np.nan)
+    for i, name in enumerate(MATRICES):
+        if spectra is not None:
+            array[i, : len(spectra[name])] = spectra[name]
+    return array
 
 
 def write_dataset(ds: xr.Dataset, path: Path) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from . import results, sizes
 from .devices import resolve
+from .final_spectra import hessian_spectra
 from .runs import run_replicas
 from .study import Cell, Study
 
@@ -120,6 +121,8 @@ def run_group(cells: tuple[Cell, ...], out_dir: str, grid, interrupt=None) -> li
         return reports
     reports = []
     for cell, todo, result in zip(cells, missing, outcomes):
+        if todo and "hessian" in cell.record:
+            result.hessian_eigenvalues = hessian_spectra(cell.config, result)
         if todo:
             results.write_cell(out_dir, cell, result)
         reports.append(CellReport(cell.name, result.status if todo else "done", result.test_error, result.wall_seconds))

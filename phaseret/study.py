@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import OPTIMIZER_KEYS, RUN_KEYS, RunConfig, validate
+from .config import BASELINES, OPTIMIZER_KEYS, RUN_KEYS, RunConfig, validate
 from .data import n_samples
 from .records import epoch_grid
 
@@ -29,15 +29,17 @@ MAX_CELLS = 1_000_000
 STUDY_KEYS = ("name", "description", "seeds", "optimizer", "record", "plot", "scale")
 #: Figures a ``[plot]`` table may ask for (``figures``) and what may split them into panels
 #: (``panels``: the optimizer, its coordinates, the model, or the p / hidden axes).
-FIGURES = ("success", "diverged", "test_error", "train_error", "errors", "trajectories", "dynamics", "gradient_jumps")
+FIGURES = ("success", "diverged", "test_error", "train_error", "errors", "trajectories", "dynamics", "hessian",
+           "gradient_jumps")
 DEFAULT_FIGURES = ("success", "test_error", "trajectories")
 PANEL_KEYS = ("optimizer", "model", "algorithm", "update", "momentum", "lr", "lr_scaling", "batch_fraction", "tau",
               "p", "hidden")
 PLOT_KEYS = ("figures", "panels", "error_scale", "theory", "seeds")
 #: ``[record]`` keys this version records, beyond the finals and trajectories (SPEC 8, 10).
-RECORD_KEYS = {"gradient_jumps": "the jumps |g_t - g_(t-1)|_F between consecutive batch gradients, "
+RECORD_KEYS = {"gradient_jumps": "true: the jumps |g_t - g_(t-1)|_F between consecutive batch gradients, "
                                  "as gradient_jump_trajectory",
-               "weights": "the final W, as weights over unit and feature"}
+               "weights": "true: the final W, as weights over unit and feature",
+               "hessian": '"end": the Hessian spectra at the final W, as hessian_eigenvalues'}
 
 
 class StudyError(ValueError):
@@ -202,6 +204,10 @@ def _build_study(raw_table: dict, table: dict, scale: str, source: str, backend:
             settings.append(representative)
             cells.extend(new_cells)
     _check_cell_names(cells)
+    baselines = sorted({c.config.algorithm for c in cells if c.config.algorithm in BASELINES})
+    if "hessian" in record and baselines:
+        raise ValueError(f"record.hessian: the {' and '.join(baselines)} baseline has no training trajectory whose "
+                         "final Hessian phaseret records; record Hessians in a study of gradient methods")
     runs = max(cell.seed for cell in cells) + 1
     if any(seed >= runs for seed in plot["seeds"]):
         raise ValueError(f"plot.seeds: {max(plot['seeds'])} is not a run of this study (it runs seeds 0 .. {runs - 1})")
@@ -220,7 +226,13 @@ def _check_record(record) -> tuple[str, ...]:
         if key not in RECORD_KEYS:
             raise ValueError(f"record.{key}: not recorded by this version; [record] takes "
                              + "; ".join(f"{k} ({v})" for k, v in RECORD_KEYS.items()))
-        if not isinstance(value, bool):
+        if key == "hessian":
+            if value == "grid":
+                raise ValueError("record.hessian: 'grid' (spectra on the epoch grid) is not recorded by this "
+                                 "version; 'end' records the spectra at the final weights")
+            if value != "end":
+                raise ValueError(f"record.hessian: must be 'end', got {value!r}")
+        elif not isinstance(value, bool):
             raise ValueError(f"record.{key}: must be true or false, got {value!r}")
     return tuple(sorted(name for name, on in record.items() if on))
 

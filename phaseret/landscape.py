@@ -1,0 +1,146 @@
+"""Hessian spectra at a student's weights (SPEC 8, 9; thesis fig. 4.6).
+
+Three matrices of the summed training loss ``L(W)`` at ``W`` (d, p):
+
+- ``full``: the Euclidean Hessian on all the training data, (d p, d p);
+- ``batch``: the same on the samples of the run's last step (the thesis' choice for P-SGD;
+  equal to ``full`` for GD and Langevin);
+- ``riemannian``: the Hessian on the product of spheres ``|w_k| = R_k`` that projection
+  keeps the units on, ``U^T (H - Lambda) U`` on the tangent space (d (p - 1) dimensions), with
+  ``Lambda = diag(lambda_k I_p)``, ``lambda_k = g_k . w_k / R_k^2`` (``g = grad L``; SPEC 9's
+  ``g_k . w_k / p`` at ``R_k^2 = p``). Along a geodesic ``W(t)`` with ``W'(0) = xi`` tangent,
+  ``d^2/dt^2 L(W(t)) = xi^T (H - Lambda) xi``: this is the matrix that says whether a projected
+  run sits in a minimum (the ambient spectrum is shifted by the constraint).
+
+``U`` stacks, per unit, the first ``p - 1`` columns of the Householder reflection that maps
+``e_p`` to ``w_k / R_k`` (orthonormal, orthogonal to ``w_k``), applied in O(p) without forming
+it. Up to ``DENSE_LIMIT`` weights the whole spectrum comes from ``scipy.linalg.eigvalsh``;
+above it the ``LANCZOS_EXTREMES`` smallest and largest eigenvalues from
+``scipy.sparse.linalg.eigsh`` on Hessian-vector products, no matrix formed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse.linalg
+
+from .kernels import derivative
+from .models import Model
+
+MATRICES = ("full", "batch", "riemannian")
+#: The most weights d p whose Hessians are diagonalized densely: a (d p)^2 float64 matrix of
+#: 288 MiB at the limit, and a few of them while the spectrum is computed.
+DENSE_LIMIT = 6144
+#: Above ``DENSE_LIMIT``: this many smallest and this many largest eigenvalues (Lanczos).
+LANCZOS_EXTREMES = 20
+
+
+class Curvature:
+    """The Hessian of ``L`` at ``W`` (d, p) on data ``X`` (n, p), targets ``t`` (n,) as products:
+    block (k, l) = ``X^T diag(c A_k A_l + delta_kl B_k) X`` (:func:`phaseret.kernels.derivative.curvature`)."""
+
+    def __init__(self, model: Model, W: np.ndarray, X: np.ndarray, y: np.ndarray):
+        self.W, self.X = np.asarray(W, dtype=float), np.asarray(X, dtype=float)
+        codes = model.kernel_codes
+        self.A, self.c, self.B = derivative.curvature(self.X @ self.W.T, model.targets(np.asarray(y, float)),
+                                                      codes[0], codes[2], codes[3], codes[4])
+        self.gradient = model.grad(self.W, self.X, y)  # (d, p)
+
+    def product(self, V: np.ndarray) -> np.ndarray:
+        """``H v`` for ``V`` (d, p): ``(H v)_k = X^T (c A_k sum_l A_l z_l + B_k z_k)``, ``z = X V^T``."""
+        Z = self.X @ V.T
+        shared = self.c * np.sum(self.A * Z, axis=1)
+        return (self.A * shared[:, None] + self.B * Z).T @ self.X
+
+
+class Tangent:
+    """An orthonormal basis of the tangent space of the spheres through ``W`` (d, p): per unit the
+    first ``p - 1`` columns of the Householder reflection ``Q_k = I - 2 u_k u_k^T`` with
+    ``Q_k e_p = w_k / |w_k|``; ``Lambda``'s ``lambda_k = g_k . w_k / |w_k|^2``."""
+
+    def __init__(self, W: np.ndarray, gradient: np.ndarray):
+        norms = np.linalg.norm(W, axis=1)
+        directions = W / norms[:, None]
+        u = -directions
+        u[:, -1] += 1.0  # e_p - w_k / |w_k|
+        size = np.linalg.norm(u, axis=1)
+        self.u = np.where(size[:, None] > 1e-12, u / np.where(size > 1e-12, size, 1.0)[:, None], 0.0)
+        self.lambdas = np.sum(gradient * W, axis=1) / norms**2
+        self.d, self.p = W.shape
+
+    def reflect(self, V: np.ndarray) -> np.ndarray:
+        """``Q_k v_k`` per unit for ``V`` (d, p)."""
+        return V - 2.0 * self.u * np.sum(self.u * V, axis=1)[:, None]
+
+    def to_ambient(self, x: np.ndarray) -> np.ndarray:
+        """Tangent coordinates (d (p - 1),) -> ambient vectors (d, p), orthogonal to each ``w_k``."""
+        V = np.zeros((self.d, self.p))
+        V[:, :-1] = x.reshape(self.d, self.p - 1)
+        return self.reflect(V)
+
+    def to_coordinates(self, V: np.ndarray) -> np.ndarray:
+        """Ambient (d, p) -> tangent coordinates (d (p - 1),) (the normal parts dropped)."""
+        return self.reflect(V)[:, :-1].reshape(-1)
+
+    def basis(self) -> np.ndarray:
+        """``U`` (d p, d (p - 1)), block diagonal."""
+        U = np.zeros((self.d * self.p, self.d * (self.p - 1)))
+        for k in range(self.d):
+            Q = np.eye(self.p) - 2.0 * np.outer(self.u[k], self.u[k])
+            U[k * self.p : (k + 1) * self.p, k * (self.p - 1) : (k + 1) * (self.p - 1)] = Q[:, :-1]
+        return U
+
+
+def riemannian_hessian(model: Model, W: np.ndarray, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(U^T (H - Lambda) U, U)``: the Riemannian Hessian in tangent coordinates (d (p-1), d (p-1))
+    and the tangent basis (d p, d (p-1)), for ``W`` (d, p) on the spheres through it."""
+    W = np.atleast_2d(np.asarray(W, dtype=float))
+    tangent = Tangent(W, model.grad(W, X, y))
+    return _on_tangent(model.hessian(W, X, y), tangent)
+
+
+def _on_tangent(hessian: np.ndarray, tangent: Tangent) -> tuple[np.ndarray, np.ndarray]:
+    U = tangent.basis()
+    return U.T @ (hessian - np.diag(np.repeat(tangent.lambdas, tangent.p))) @ U, U
+
+
+def spectra(model: Model, W: np.ndarray, X: np.ndarray, y: np.ndarray, batch: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The sorted eigenvalues of the three matrices at ``W`` (d, p) for data ``X``, ``y``; ``batch``
+    (n,) bool marks the last step's samples (None: all). Dense up to ``DENSE_LIMIT`` weights,
+    else the ``LANCZOS_EXTREMES`` smallest and largest of each."""
+    W = np.atleast_2d(np.asarray(W, dtype=float))
+    X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=float)
+    on_batch = (X, y) if batch is None else (X[batch], y[batch])
+    if W.size <= DENSE_LIMIT:
+        full = model.hessian(W, X, y)
+        values = {"full": scipy.linalg.eigvalsh(full)}
+        values["batch"] = values["full"] if batch is None else scipy.linalg.eigvalsh(model.hessian(W, *on_batch))
+        values["riemannian"] = scipy.linalg.eigvalsh(_on_tangent(full, Tangent(W, model.grad(W, X, y)))[0])
+        return values
+    curvature = Curvature(model, W, X, y)
+    values = {"full": _extremes(lambda v: curvature.product(v.reshape(W.shape)).reshape(-1), W.size)}
+    if batch is None:
+        values["batch"] = values["full"]
+    else:
+        on = Curvature(model, W, *on_batch)
+        values["batch"] = _extremes(lambda v: on.product(v.reshape(W.shape)).reshape(-1), W.size)
+    tangent = Tangent(W, curvature.gradient)
+
+    def riemannian(x):
+        V = tangent.to_ambient(x)
+        return tangent.to_coordinates(curvature.product(V) - tangent.lambdas[:, None] * V)
+
+    values["riemannian"] = _extremes(riemannian, W.shape[0] * (W.shape[1] - 1))
+    return values
+
+
+def _extremes(product, size: int) -> np.ndarray:
+    """The ``LANCZOS_EXTREMES`` smallest and largest eigenvalues (sorted) of the symmetric operator
+    ``product`` on vectors (size,), by Lanczos (``eigsh``), with a fixed start vector."""
+    operator = scipy.sparse.linalg.LinearOperator((size, size), matvec=product, dtype=float)
+    start = np.ones(size) / np.sqrt(size)
+    k = min(LANCZOS_EXTREMES, size // 2 - 1)
+    low = scipy.sparse.linalg.eigsh(operator, k=k, which="SA", v0=start, return_eigenvectors=False)
+    high = scipy.sparse.linalg.eigsh(operator, k=k, which="LA", v0=start, return_eigenvectors=False)
+    return np.sort(np.concatenate([low, high]))
