@@ -81,6 +81,25 @@ def _plot(args) -> int:
     return 0
 
 
+def _analyze(args) -> int:
+    from . import analysis, analysis_figures
+    from .folders import combine_datasets, open_folder
+
+    if len(args.dirs) > 1 and args.out is None:
+        raise ValueError("--out: several folders are analysed together into a folder of their own; name it with --out")
+    opened = [open_folder(Path(d)) for d in args.dirs]
+    ds = opened[0][1] if len(opened) == 1 else combine_datasets([(Path(d), ds) for d, (_, ds) in zip(args.dirs, opened)])
+    budgets = {key: value for study, _ in opened for key, value in analysis.budgets_of(study).items()}
+    out = Path(args.out) if args.out else Path(args.dirs[0])
+    result = analysis.analyze(ds, budgets, args.link)
+    paths = analysis.write(result, out)
+    paths += analysis_figures.draw(ds, result, budgets, out, opened[0][0].name if args.out is None else out.name)
+    print(analysis.markdown(result))
+    for path in paths:
+        print(path)
+    return 0
+
+
 def _table(args) -> int:
     from .tables import write_table
 
@@ -121,6 +140,13 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("dirs", nargs="+", metavar="DIR")
     plot.add_argument("--out", help="the folder for the figures of several folders drawn together (named after it)")
     plot.set_defaults(command=_plot)
+
+    analyze = commands.add_parser("analyze", help="thresholds with 95%% intervals, finite size and time to solution "
+                                                  "(SPEC 13): thresholds.nc, thresholds.md and figures")
+    analyze.add_argument("dirs", nargs="+", metavar="DIR")
+    analyze.add_argument("--out", help="where to write (default: the one DIR; required for several)")
+    analyze.add_argument("--link", default="logistic", help="logistic (default) or probit")
+    analyze.set_defaults(command=_analyze)
 
     table = commands.add_parser("table", help="epochs to converge per optimizer and alpha (thesis table 4.1): "
                                               "Markdown on stdout, CSV beside the dataset")
