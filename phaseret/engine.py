@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 
+from .landscape import EXTREMES
 from .metrics import measure, reported_test_error
 from .records import RunResult, Trajectories, finished
 from .replica_batch import ReplicaBatch
@@ -36,7 +37,8 @@ class Engine:
         self.replicas = batch.replicas
         self.config = batch.configs[0]
         self.record_jumps = record_gradient_jumps
-        self.trajectories = Trajectories(grid, len(batch.configs))
+        extra = EXTREMES if batch.landscape is not None else None
+        self.trajectories = Trajectories(grid, len(batch.configs), extra)
         self.results: list[RunResult | None] = [None] * len(batch.configs)
 
     def run(self) -> list[RunResult]:
@@ -84,9 +86,18 @@ class Engine:
             if position is not None:
                 going_on = status >= 0
                 self.trajectories.record(position, self.replicas.live[going_on], {k: v[going_on] for k, v in metrics.items()})
+                if batch.landscape is not None:
+                    self._record_landscape(position, np.flatnonzero(going_on), W)
             for i in np.flatnonzero(stopping):
                 self._finish(i, ORDER[status[i]], epoch, step, metrics, W)
         self.replicas.keep(status == 0)
+
+    def _record_landscape(self, position: int, indices: np.ndarray, W) -> None:
+        """The Riemannian Hessian's extremes of live replicas ``indices`` at grid ``position``."""
+        for i in indices:
+            r = int(self.replicas.live[i])
+            extremes = self.batch.landscape(r, np.asarray(W[i], dtype=float))
+            self.trajectories.record(position, np.array([r]), {k: np.array([v]) for k, v in extremes.items()})
 
     def _finish(self, i: int, status: Status, epochs: int, steps: int, metrics: dict | None, W) -> None:
         """Store the result of live replica ``i``; ``metrics`` None for a divergence (NaN finals)."""

@@ -105,34 +105,59 @@ def _on_tangent(hessian: np.ndarray, tangent: Tangent) -> tuple[np.ndarray, np.n
     return U.T @ (hessian - np.diag(np.repeat(tangent.lambdas, tangent.p))) @ U, U
 
 
+def euclidean_spectrum(model: Model, W: np.ndarray, X: np.ndarray, y: np.ndarray,
+                       hessian: np.ndarray | None = None) -> np.ndarray:
+    """The sorted eigenvalues of the Euclidean Hessian at ``W`` (d, p): all of them up to
+    ``DENSE_LIMIT`` weights (``hessian``: the matrix, if already built), else the Lanczos extremes."""
+    if W.size <= DENSE_LIMIT:
+        return scipy.linalg.eigvalsh(model.hessian(W, X, y) if hessian is None else hessian)
+    curvature = Curvature(model, W, X, y)
+    return _extremes(lambda v: curvature.product(v.reshape(W.shape)).reshape(-1), W.size)
+
+
+def riemannian_spectrum(model: Model, W: np.ndarray, X: np.ndarray, y: np.ndarray,
+                        hessian: np.ndarray | None = None) -> np.ndarray:
+    """The sorted eigenvalues of the Riemannian Hessian ``U^T (H - Lambda) U`` at ``W`` (d, p), dense
+    up to ``DENSE_LIMIT`` weights, else the Lanczos extremes on tangent coordinates."""
+    tangent = Tangent(W, model.grad(W, X, y))
+    if W.size <= DENSE_LIMIT:
+        return scipy.linalg.eigvalsh(_on_tangent(model.hessian(W, X, y) if hessian is None else hessian, tangent)[0])
+    curvature = Curvature(model, W, X, y)
+
+    def product(x):
+        V = tangent.to_ambient(x)
+        return tangent.to_coordinates(curvature.product(V) - tangent.lambdas[:, None] * V)
+
+    return _extremes(product, W.shape[0] * (W.shape[1] - 1))
+
+
 def spectra(model: Model, W: np.ndarray, X: np.ndarray, y: np.ndarray, batch: np.ndarray | None) -> dict[str, np.ndarray]:
     """The sorted eigenvalues of the three matrices at ``W`` (d, p) for data ``X``, ``y``; ``batch``
     (n,) bool marks the last step's samples (None: all). Dense up to ``DENSE_LIMIT`` weights,
     else the ``LANCZOS_EXTREMES`` smallest and largest of each."""
     W = np.atleast_2d(np.asarray(W, dtype=float))
     X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=float)
-    on_batch = (X, y) if batch is None else (X[batch], y[batch])
-    if W.size <= DENSE_LIMIT:
-        full = model.hessian(W, X, y)
-        values = {"full": scipy.linalg.eigvalsh(full)}
-        values["batch"] = values["full"] if batch is None else scipy.linalg.eigvalsh(model.hessian(W, *on_batch))
-        values["riemannian"] = scipy.linalg.eigvalsh(_on_tangent(full, Tangent(W, model.grad(W, X, y)))[0])
-        return values
-    curvature = Curvature(model, W, X, y)
-    values = {"full": _extremes(lambda v: curvature.product(v.reshape(W.shape)).reshape(-1), W.size)}
-    if batch is None:
-        values["batch"] = values["full"]
-    else:
-        on = Curvature(model, W, *on_batch)
-        values["batch"] = _extremes(lambda v: on.product(v.reshape(W.shape)).reshape(-1), W.size)
-    tangent = Tangent(W, curvature.gradient)
-
-    def riemannian(x):
-        V = tangent.to_ambient(x)
-        return tangent.to_coordinates(curvature.product(V) - tangent.lambdas[:, None] * V)
-
-    values["riemannian"] = _extremes(riemannian, W.shape[0] * (W.shape[1] - 1))
+    full = model.hessian(W, X, y) if W.size <= DENSE_LIMIT else None
+    values = {"full": euclidean_spectrum(model, W, X, y, full)}
+    values["batch"] = values["full"] if batch is None else euclidean_spectrum(model, W, X[batch], y[batch])
+    values["riemannian"] = riemannian_spectrum(model, W, X, y, full)
     return values
+
+
+#: What ``[record] hessian = "grid"`` keeps on the epoch grid, from the Riemannian spectrum.
+EXTREMES = {
+    "hessian_min": "smallest eigenvalue of the Riemannian Hessian",
+    "hessian_max": "largest eigenvalue of the Riemannian Hessian",
+    "hessian_negative": "negative eigenvalues of the Riemannian Hessian (above the dense limit: among the "
+                        "20 smallest, a lower bound)",
+}
+
+
+def riemannian_extremes(model: Model, W: np.ndarray, X: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """``EXTREMES`` at ``W`` (d, p)."""
+    values = riemannian_spectrum(model, np.atleast_2d(np.asarray(W, dtype=float)), X, y)
+    return {"hessian_min": float(values[0]), "hessian_max": float(values[-1]),
+            "hessian_negative": float(np.sum(values < 0))}
 
 
 def _extremes(product, size: int) -> np.ndarray:

@@ -103,9 +103,11 @@ def finished(config: RunConfig, status: Status, epochs: int, steps: int, finals:
 class Trajectories:
     """Metrics of R replicas on one epoch grid; points after a replica's stop stay NaN."""
 
-    def __init__(self, grid: np.ndarray, replicas: int):
+    def __init__(self, grid: np.ndarray, replicas: int, extra: dict | None = None):
+        """``extra``: further variables (name -> long_name) recorded on the grid, e.g. Hessian extremes."""
         self.grid = np.asarray(grid)
-        self.values = {name: np.full((replicas, len(self.grid)), np.nan) for name in TRAJECTORIES}
+        self.names = TRAJECTORIES | {name: (long_name, "1") for name, long_name in (extra or {}).items()}
+        self.values = {name: np.full((replicas, len(self.grid)), np.nan) for name in self.names}
 
     def position(self, epoch: int) -> int | None:
         """Index of ``epoch`` on the grid, or None."""
@@ -113,9 +115,10 @@ class Trajectories:
         return i if i < len(self.grid) and self.grid[i] == epoch else None
 
     def record(self, position: int, replicas: np.ndarray, metrics: dict) -> None:
-        """Store each measured variable of ``metrics`` (arrays over ``replicas``) at grid ``position``."""
-        for name in VARIABLES:
-            self.values[name][replicas, position] = metrics[name]
+        """Store each variable of ``metrics`` (arrays over ``replicas``) at grid ``position``."""
+        for name, values in metrics.items():
+            if name in self.values:
+                self.values[name][replicas, position] = values
 
     def record_steps(self, replica: int, name: str, per_step: np.ndarray, steps_per_epoch: int, epochs: int) -> None:
         """Store a per-step quantity of ``STEP_MEANS`` as its epoch means (:func:`epoch_means`)."""
@@ -123,7 +126,7 @@ class Trajectories:
 
     def dataset(self, replica: int, label: str) -> xr.Dataset:
         data_vars = {
-            name: ("epoch", values[replica], {"long_name": TRAJECTORIES[name][0], "units": TRAJECTORIES[name][1]})
+            name: ("epoch", values[replica], {"long_name": self.names[name][0], "units": self.names[name][1]})
             for name, values in self.values.items()
         }
         coords = {"epoch": ("epoch", self.grid, {"long_name": "epoch", "units": "1"})}

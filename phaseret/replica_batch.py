@@ -4,6 +4,7 @@ starts, Philox keys, optimizer and backend state, ready for the engine's loop.""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -11,6 +12,7 @@ from . import optim, seeding
 from .backends import Instance, ReplicaState, replica_state
 from .config import RunConfig
 from .data import make_dataset
+from .landscape import riemannian_extremes
 from .models import Model
 from .starts import starting_point
 
@@ -49,12 +51,15 @@ class ReplicaBatch:
     n_test: int
     optimizer: optim.Optimizer
     replicas: ReplicaState
+    landscape: Callable[[int, np.ndarray], dict] | None = None  # (replica, W (d, p)) -> Riemannian extremes
 
 
 def build_batch(configs: list[RunConfig], device: str, noise_records: list[np.ndarray] | None = None,
-                record_gradient_jumps: bool = False) -> ReplicaBatch:
+                record_gradient_jumps: bool = False, record_landscape: bool = False) -> ReplicaBatch:
     """The replica batch of validated ``configs`` (differing only in seed) on ``device`` (``cpu`` or
-    ``cuda``); ``noise_records`` are the matched-noise records of Langevin cells, one per cell."""
+    ``cuda``); ``noise_records`` are the matched-noise records of Langevin cells, one per cell.
+    With ``record_landscape`` the batch can measure the Riemannian Hessian's extremes of a replica
+    on its own training data (:func:`phaseret.landscape.riemannian_extremes`)."""
     c = configs[0]
     model = Model(c.model, c.hidden, c.loss_eps, c.K)
     dtype = np.dtype(c.dtype)
@@ -79,4 +84,9 @@ def build_batch(configs: list[RunConfig], device: str, noise_records: list[np.nd
     optimizer = optim.build(c, n, keys, noise_records)
     jump_steps = c.max_epochs * optimizer.selector.steps_per_epoch + 1 if record_gradient_jumps else 0
     state = replica_state(device, model.kernel_codes, optimizer, instance, W0, jump_steps)
-    return ReplicaBatch(configs, model, datasets[0].w_star, n, n_test, optimizer, state)
+    def landscape(replica: int, W: np.ndarray) -> dict:
+        data = datasets[0 if shared else replica]
+        return riemannian_extremes(model, W, data.X, data.y)
+
+    return ReplicaBatch(configs, model, datasets[0].w_star, n, n_test, optimizer, state,
+                        landscape if record_landscape else None)

@@ -23,7 +23,7 @@ import xarray as xr
 
 from . import __version__
 from .data import teacher
-from .landscape import DENSE_LIMIT, LANCZOS_EXTREMES, MATRICES
+from .landscape import DENSE_LIMIT, EXTREMES, LANCZOS_EXTREMES, MATRICES
 from .models import MODELS
 from .records import TRAJECTORIES, VARIABLES, RunResult
 from .study import Cell, Study, build_study
@@ -127,7 +127,7 @@ def write_atomically(path: Path, write) -> None:
 def write_cell(out_dir: Path, cell: Cell, result: RunResult) -> None:
     """Store a finished cell: its finals, its trajectory and its configuration."""
     finals = {name: ((), float(getattr(result, name))) for name in FINALS}
-    trajectory = {f"{name}_trajectory": ("epoch", result.trajectory[name].values) for name in TRAJECTORIES}
+    trajectory = {f"{name}_trajectory": ("epoch", result.trajectory[name].values) for name in trajectory_names(cell.record)}
     units = {"unit_overlaps": ("unit", result.unit_overlaps)}
     if "weights" in cell.record:
         units["weights"] = (("unit", "feature"), result.W)
@@ -164,7 +164,7 @@ def read_cell(out_dir: Path, cell: Cell, grid: np.ndarray) -> xr.Dataset | None:
         return None
     if not np.array_equal(ds.epoch.values, grid):
         return None
-    if any(f"{name}_trajectory" not in ds for name in TRAJECTORIES) or "unit_overlaps" not in ds:
+    if any(f"{name}_trajectory" not in ds for name in trajectory_names(cell.record)) or "unit_overlaps" not in ds:
         return None  # written by a version that recorded fewer variables
     if "hessian" in cell.record and "hessian_eigenvalues" not in ds:
         return None
@@ -198,7 +198,8 @@ def combine(study: Study, out_dir: Path, history: str = "") -> xr.Dataset:
     grid = study.grid
     shape = tuple(len(v) for v in axes.values())
     finals = {name: np.full(shape, np.nan) for name in FINALS}
-    trajectories = {name: np.full(shape + (len(grid),), np.nan) for name in TRAJECTORIES}
+    names = trajectory_names(study.record)
+    trajectories = {name: np.full(shape + (len(grid),), np.nan) for name in names}
     status = np.full(shape, "", dtype=object)
     units, features = max(study.axis("hidden")), max(study.axis("p"))
     per_unit = {"unit_overlaps": np.full(shape + (units,), np.nan)}
@@ -213,7 +214,7 @@ def combine(study: Study, out_dir: Path, history: str = "") -> xr.Dataset:
         index = tuple(values.index(getattr(cell, dim)) for dim, values in axes.items())
         for name in FINALS:
             finals[name][index] = float(stored[name])
-        for name in TRAJECTORIES:
+        for name in names:
             trajectories[name][index] = stored[f"{name}_trajectory"].values
         status[index] = str(stored["status"].values)
         per_unit["unit_overlaps"][index][: cell.hidden] = stored["unit_overlaps"].values
@@ -226,7 +227,7 @@ def combine(study: Study, out_dir: Path, history: str = "") -> xr.Dataset:
     dims = tuple(axes)
     data_vars = {name: (dims, values, _cf(FINALS[name])) for name, values in finals.items()}
     data_vars |= {
-        f"{name}_trajectory": (dims + ("epoch",), values, _cf(TRAJECTORIES[name]))
+        f"{name}_trajectory": (dims + ("epoch",), values, _cf(names[name]))
         for name, values in trajectories.items()
     }
     data_vars["status"] = (dims, status, {"long_name": "stopping status (SPEC 6); '' where not run"})
@@ -271,6 +272,12 @@ def combine(study: Study, out_dir: Path, history: str = "") -> xr.Dataset:
     if Q:
         attrs["teacher_Q"] = Q
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def trajectory_names(record: tuple[str, ...]) -> dict:
+    """The trajectory variables a cell with ``record`` stores: name -> (long_name, units)."""
+    extremes = {name: (long_name, "1") for name, long_name in EXTREMES.items()} if "hessian_grid" in record else {}
+    return TRAJECTORIES | extremes
 
 
 def spectrum_size(cell: Cell) -> int:

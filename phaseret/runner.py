@@ -110,6 +110,7 @@ def run_group(cells: tuple[Cell, ...], out_dir: str, grid, interrupt=None) -> li
         return [CellReport(cell.name, "done", math.nan, 0.0) for cell in cells]
     try:
         outcomes = run_replicas([cell.config for cell in cells], grid, record_gradient_jumps="gradient_jumps" in cells[0].record,
+                                record_landscape="hessian_grid" in cells[0].record,
                                 interrupt=interrupt)
     except Exception:
         trace = traceback.format_exc()

@@ -19,11 +19,14 @@ from .threads import sized_pools
 
 
 def run_replicas(configs: list[RunConfig], grid=None, *, record_gradient_jumps: bool = False,
-                 jumps: GradientJumps | None = None, interrupt: Callable[[], None] | None = None) -> list[RunResult]:
+                 record_landscape: bool = False, jumps: GradientJumps | None = None,
+                 interrupt: Callable[[], None] | None = None) -> list[RunResult]:
     """Train validated cells that differ only in ``seed``, in lockstep; one result per cell, in order.
 
     ``grid``: the trajectory's epochs (default ``epoch_grid(max_epochs)``). With
-    ``record_gradient_jumps`` each result carries its matched-noise record. ``jumps``: the cache of
+    ``record_gradient_jumps`` each result carries its matched-noise record; with
+    ``record_landscape`` its trajectory carries the Riemannian Hessian's extremes on the grid
+    (:data:`phaseret.landscape.EXTREMES`). ``jumps``: the cache of
     matched-noise records for Langevin cells (default: a new one for this call). ``interrupt``:
     called after every epoch of a gradient method; it raises to stop the batch. A ``backend``
     that cannot run here (``cuda`` without a GPU) is refused before any work. Overflow is no
@@ -40,7 +43,7 @@ def run_replicas(configs: list[RunConfig], grid=None, *, record_gradient_jumps: 
         if c.algorithm == "langevin" and c.noise == "matched":
             jumps = reference_jumps() if jumps is None else jumps
             records = jumps.records([reference_config(cell) for cell in configs])
-        batch = build_batch(configs, device, records, record_gradient_jumps)
+        batch = build_batch(configs, device, records, record_gradient_jumps, record_landscape)
         return Engine(batch, grid, record_gradient_jumps, started, interrupt).run()
 
 

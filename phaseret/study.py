@@ -39,7 +39,8 @@ PLOT_KEYS = ("figures", "panels", "error_scale", "theory", "seeds")
 RECORD_KEYS = {"gradient_jumps": "true: the jumps |g_t - g_(t-1)|_F between consecutive batch gradients, "
                                  "as gradient_jump_trajectory",
                "weights": "true: the final W, as weights over unit and feature",
-               "hessian": '"end": the Hessian spectra at the final W, as hessian_eigenvalues'}
+               "hessian": '"end": the Hessian spectra at the final W, as hessian_eigenvalues; "grid": also the '
+                          "Riemannian Hessian's extremes and negative count on the epoch grid"}
 
 
 class StudyError(ValueError):
@@ -227,14 +228,14 @@ def _check_record(record) -> tuple[str, ...]:
             raise ValueError(f"record.{key}: not recorded by this version; [record] takes "
                              + "; ".join(f"{k} ({v})" for k, v in RECORD_KEYS.items()))
         if key == "hessian":
-            if value == "grid":
-                raise ValueError("record.hessian: 'grid' (spectra on the epoch grid) is not recorded by this "
-                                 "version; 'end' records the spectra at the final weights")
-            if value != "end":
-                raise ValueError(f"record.hessian: must be 'end', got {value!r}")
+            if value not in ("end", "grid"):
+                raise ValueError(f"record.hessian: must be 'end' or 'grid', got {value!r}")
         elif not isinstance(value, bool):
             raise ValueError(f"record.{key}: must be true or false, got {value!r}")
-    return tuple(sorted(name for name, on in record.items() if on))
+    names = {name for name, on in record.items() if on}
+    if record.get("hessian") == "grid":
+        names.add("hessian_grid")  # the extremes on the grid, and the spectra at the end
+    return tuple(sorted(names))
 
 
 def _check_plot(plot) -> dict:

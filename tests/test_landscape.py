@@ -134,8 +134,8 @@ def test_a_study_records_the_spectra_without_changing_training(tmp_path):
 
 
 @pytest.mark.parametrize("record, message", [
-    ({"hessian": "grid"}, "record.hessian: 'grid'"),
-    ({"hessian": True}, "record.hessian: must be 'end'"),
+    ({"hessian": "final"}, "record.hessian: must be 'end' or 'grid'"),
+    ({"hessian": True}, "record.hessian: must be 'end' or 'grid'"),
     ({"spectrum": True}, "record.spectrum: not recorded by this version"),
 ])
 def test_bad_record_requests_are_refused(record, message):
@@ -147,3 +147,25 @@ def test_hessians_of_a_baseline_are_refused():
     table = TABLE | {"hidden": 1, "optimizer": [{"algorithm": "gamp"}], "record": {"hessian": "end"}}
     with pytest.raises(ValueError, match="record.hessian: the gamp baseline"):
         build_study(table)
+
+
+def test_grid_extremes_are_recorded_and_agree_with_the_spectra_at_the_end(tmp_path):
+    table = TABLE | {"hidden": 2, "record": {"hessian": "grid"}, "plot": {"figures": ["hessian"]}}
+    runner.run_study(build_study(table), tmp_path / "grid", progress=False)
+    runner.run_study(build_study(TABLE | {"hidden": 2}), tmp_path / "plain", progress=False)
+    _, grid = folders.open_folder(tmp_path / "grid")
+    _, plain = folders.open_folder(tmp_path / "plain")
+    xr.testing.assert_equal(grid.test_error_trajectory, plain.test_error_trajectory)  # recording changes nothing
+    compared = 0
+    for optimizer in ("gd", "p-sgd+heavy-ball"):
+        for seed in (0, 1):
+            run = grid.sel(optimizer=optimizer, alpha=3.0, seed=seed)
+            riemannian = run.hessian_eigenvalues.sel(hessian="riemannian").dropna("eigenvalue").values
+            last = run.hessian_min_trajectory.dropna("epoch")
+            if int(last.epoch[-1]) == int(run.epochs):  # the run's last grid point is its final epoch
+                assert float(last[-1]) == pytest.approx(riemannian[0], rel=1e-9, abs=1e-9)
+                assert float(run.hessian_max_trajectory.dropna("epoch")[-1]) == pytest.approx(riemannian[-1], rel=1e-9)
+                assert float(run.hessian_negative_trajectory.dropna("epoch")[-1]) == np.sum(riemannian < 0)
+                compared += 1
+    assert compared >= 2
+    assert int(grid.hessian_negative_trajectory.notnull().sum()) > 20
