@@ -7,7 +7,10 @@ step's dtype (itemsize s) unless said otherwise:
   plus their copy in the step's dtype when it is float32;
 * weights and optimizer state: R d p s times 8 (start, W, G, update, two moments, previous G, spare);
 * per-sample intermediates: R d (n + n_test) s twice (pre-activations and derivatives) and the
-  batch masks R n bytes.
+  batch masks R n bytes;
+* with ``[record] hessian``, one run's Hessians at a time: three dense (d p)^2 float64 matrices
+  (the Hessian, its tangent projection and the eigensolver's copy) up to the dense limit of
+  :mod:`phaseret.landscape`, else O(n d) vectors (counted with the intermediates).
 """
 
 from __future__ import annotations
@@ -16,19 +19,25 @@ import os
 
 from .config import RunConfig
 from .data import n_samples
+from .landscape import DENSE_LIMIT
 
 
-def group_bytes(config: RunConfig, replicas: int) -> dict[str, int]:
-    """The estimated bytes of a replica batch of ``replicas`` seeds of ``config``, by part."""
+def group_bytes(config: RunConfig, replicas: int, hessian: bool = False) -> dict[str, int]:
+    """The estimated bytes of a replica batch of ``replicas`` seeds of ``config``, by part
+    (``hessian``: the study records Hessian spectra)."""
     c = config
     n, n_test, s = n_samples(c.alpha, c.p), c.test_size, 4 if c.dtype == "float32" else 8
     instances = 1 if c.landscape == "shared" else replicas
     data = instances * (n + n_test) * c.p * (8 + (s if s == 4 else 0))
-    return {
+    parts = {
         "data": data,
         "weights and optimizer state": 8 * replicas * c.hidden * c.p * s,
         "per-sample intermediates": 2 * replicas * c.hidden * (n + n_test) * s + replicas * n,
     }
+    weights = c.hidden * c.p
+    if hessian and weights <= DENSE_LIMIT:
+        parts["Hessians"] = 3 * weights**2 * 8
+    return parts
 
 
 def available_bytes() -> int | None:
@@ -54,7 +63,7 @@ def check_fits(groups: list[tuple], workers: int) -> None:
         return
     share = available // max(1, workers)
     for group in groups:
-        parts = group_bytes(group[0].config, len(group))
+        parts = group_bytes(group[0].config, len(group), "hessian" in group[0].record)
         needed = sum(parts.values())
         if needed > share:
             detail = ", ".join(f"{name} {_size(b)}" for name, b in parts.items())

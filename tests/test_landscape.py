@@ -169,3 +169,12 @@ def test_grid_extremes_are_recorded_and_agree_with_the_spectra_at_the_end(tmp_pa
                 compared += 1
     assert compared >= 2
     assert int(grid.hessian_negative_trajectory.notnull().sum()) > 20
+
+
+def test_the_size_estimate_counts_dense_hessians_only_below_the_dense_limit():
+    from phaseret.sizes import group_bytes
+
+    small = validate(alpha=2.5, p=1024, hidden=5)
+    assert group_bytes(small, 4, hessian=True)["Hessians"] == 3 * 5120**2 * 8
+    assert "Hessians" not in group_bytes(small, 4)
+    assert "Hessians" not in group_bytes(validate(alpha=2.5, p=1024, hidden=10), 4, hessian=True)  # Lanczos
