@@ -101,17 +101,26 @@ _VALUE_KEYS = ("lr", "batch_fraction", "tau", "momentum", "lr_scaling", "p", "hi
 
 
 def _labels(keys: list[dict], panels: tuple[str, ...]) -> list[str]:
-    """A label per line naming what varies between the lines besides the panel keys: ``lr=0.005``
-    (or ``p=512``) when only such values vary, so that a line keeps its colour from panel to
-    panel; otherwise the optimizer label without the panels' ``,key=value`` parts, plus the
-    varied ``p`` / ``hidden``."""
-    varied = [k for k in keys[0] if k not in panels + ("optimizer",) and len({str(line[k]) for line in keys}) > 1] if keys else []
+    """A label per line naming what tells it apart from the other lines of its panel, so that a
+    line keeps its name and colour from panel to panel. The first that tells every panel's lines
+    apart: the varied values alone (``lr=0.005``, ``p=512``) when only such values vary besides
+    the panel keys; the optimizer's kind (``p-sgd+nesterov``) with the values that vary within
+    a kind; the optimizer label without the panels' ``,key=value`` parts (and p / hidden)."""
+    if not keys:
+        return []
+    varied = [k for k in keys[0] if k not in panels + ("optimizer",) and len({str(line[k]) for line in keys}) > 1]
+    candidates = []
     if varied and all(k in _VALUE_KEYS for k in varied):
-        values = [", ".join(f"{k}={line[k]:g}" if isinstance(line[k], float) else f"{k}={line[k]}" for k in varied)
-                  for line in keys]
-        within = [(tuple(line[k] for k in panels), value) for line, value in zip(keys, values)]
-        if len(set(within)) == len(within):  # the values tell every line of a panel apart
-            return values
+        candidates.append([_values(line, varied) for line in keys])
+    if "optimizer" not in panels and "algorithm" in keys[0]:
+        kinds = [line["algorithm"] if line["update"] == "plain" else f"{line['algorithm']}+{line['update']}" for line in keys]
+        within = [k for k in varied if k in _VALUE_KEYS
+                  and any(len({str(line[k]) for line, other in zip(keys, kinds) if other == kind}) > 1 for kind in set(kinds))]
+        candidates.append([", ".join(filter(None, (kind, _values(line, within)))) for kind, line in zip(kinds, keys)])
+    for labels in candidates:
+        placed = {(tuple(line[k] for k in panels), label) for line, label in zip(keys, labels)}
+        if len(placed) == len(keys):  # the labels tell every line of a panel apart
+            return labels
     labels = []
     for line in keys:
         parts = []
@@ -123,6 +132,10 @@ def _labels(keys: list[dict], panels: tuple[str, ...]) -> list[str]:
         parts += [f"{d}={line[d]}" for d in ("p", "hidden") if d in varied]
         labels.append(", ".join(parts))
     return labels
+
+
+def _values(line: dict, names: list[str]) -> str:
+    return ", ".join(f"{k}={line[k]:g}" if isinstance(line[k], float) else f"{k}={line[k]}" for k in names)
 
 
 def _panel_title(panels: tuple[str, ...], panel: tuple) -> str:
@@ -173,7 +186,7 @@ def _legend(figure: Figure, by_panel: dict, extra_title: str = "") -> None:
                 handles.setdefault(label, handle)
     handles.pop("", None)
     if handles:
-        figure.legend(handles.values(), handles.keys(), loc="outside right upper", fontsize="small",
+        figure.legend(handles.values(), handles.keys(), loc="outside right center", fontsize="small",
                       title=extra_title or None, title_fontsize="small")
 
 

@@ -194,3 +194,14 @@ def _teacher(p: int) -> np.ndarray:
     from phaseret.data import teacher
 
     return teacher("phase-retrieval", p, study_seed=0, kind="sphere")
+
+
+def test_an_optimizer_keeps_its_name_across_model_panels(tmp_path):
+    optimizers = [{"label": f"{algorithm} ({model})", "model": f"door-{model}", "algorithm": algorithm}
+                  for model in ("square", "logistic") for algorithm in ("gd", "p-sgd")]
+    table = tiny("models", 16, optimizer=optimizers, plot={"panels": ["model"], "figures": ["errors"]})
+    _, ds = folders.open_folder(run(tmp_path, table))
+    figure = plots.errors_figure(ds, folders.load_folder(tmp_path / "models").plot)
+    labels = {text.get_text() for legend in figure.legends for text in legend.get_texts()}
+    assert labels == {"gd", "p-sgd"}
+    assert [ax.get_title() for ax in figure.axes[:2]] == ["door-square", "door-logistic"]
