@@ -49,7 +49,7 @@ def thresholds_figure(ds: xr.Dataset, result: xr.Dataset) -> Figure:
         hits = np.nan_to_num(runs.sum("seed").values)[keep]
         low, high = plots.wilson_interval(hits, trials[keep])
         share = hits / trials[keep]
-        ax.errorbar(ds.alpha.values[keep], share, yerr=[share - low, high - share], color="black", **STYLE)
+        ax.errorbar(ds.alpha.values[keep], share, yerr=np.clip([share - low, high - share], 0, None), color="black", **STYLE)
         kind = str(fit.threshold_kind.values)
         if kind == "fit":
             z = (grid - float(fit.alpha_50)) / float(fit.width)

@@ -244,7 +244,7 @@ def _fraction_figure(ds: xr.Dataset, settings: dict, counted: xr.DataArray, ylab
         alpha, trials = line.alpha.values[keep], trials.values[keep]
         low, high = wilson_interval(hits, trials)
         share = hits / trials
-        ax.errorbar(alpha, share, yerr=[share - low, high - share], capsize=3, label=label, **styles[label])
+        ax.errorbar(alpha, share, yerr=np.clip([share - low, high - share], 0, None), capsize=3, label=label, **styles[label])
     for column in by_panel.values():
         ax = column[0]
         if task is not None:
