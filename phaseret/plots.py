@@ -261,7 +261,7 @@ def success_figure(ds: xr.Dataset, settings: dict | None = None) -> Figure:
     """Success probability vs alpha, with 95% Wilson intervals over the seeds run; with ``theory``,
     state evolution's algorithmic threshold as a vertical line."""
     settings = settings or default_settings(ds)
-    return _fraction_figure(ds, settings, ds.success, f"success probability\n(95% Wilson interval, {ds.sizes['seed']} seeds)")
+    return _fraction_figure(ds, settings, ds.success, "success probability\n(95% Wilson interval over the runs)")
 
 
 def diverged_figure(ds: xr.Dataset, settings: dict | None = None) -> Figure:
