@@ -45,6 +45,8 @@ def default_settings(ds: xr.Dataset) -> dict:
 
 def draw(ds: xr.Dataset, settings: dict, out_dir: Path, stem: str) -> list[Path]:
     """Draw the figures ``settings["figures"]`` of ``ds`` as ``out_dir/<stem>_<figure>.png/.pdf``."""
+    if "model" not in ds.coords:  # datasets written before the model coordinate: the study's model
+        ds = ds.assign_coords(model=("optimizer", models(ds)))
     paths = []
     for name in settings["figures"]:
         figure = FIGURES[name](ds, settings)
