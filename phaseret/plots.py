@@ -435,7 +435,7 @@ def gradient_jumps_figure(ds: xr.Dataset, settings: dict | None = None) -> Figur
     for panel, label, line in found:
         ax = by_panel[panel][0]
         median = line.median("seed")
-        keep = median.notnull().values
+        keep = (median > 0).values  # GD's first epoch has no previous gradient (jump 0): off a log axis
         style = {k: v for k, v in styles[label].items() if k != "marker"}
         ax.plot(line.epoch.values[keep], median.values[keep], label=label, **style)
     for column in by_panel.values():
