@@ -19,7 +19,8 @@ from . import inference
 
 LINE_DIMS = ("optimizer", "p", "hidden")
 KIND_TEXT = {"above": "no success: alpha_50 > {low:g}", "below": "success everywhere: alpha_50 < {high:g}",
-             "between": "perfect separation: {low:g} < alpha_50 < {high:g}, width unidentified"}
+             "between": "perfect separation: {low:g} < alpha_50 < {high:g}, width unidentified",
+             "single": "one alpha run, some runs succeed: no threshold"}
 
 
 def check(ds: xr.Dataset) -> None:
@@ -102,7 +103,8 @@ def analyze(ds: xr.Dataset, budgets: dict | None = None, link: str = "logistic")
         "median_epochs_high": "upper end of the median's 95% interval (epochs; inf where open)",
     }
     data = {name: (dims, values, {"long_name": cf[name], "units": "1"}) for name, values in out.items()}
-    data["threshold_kind"] = (dims, kinds, {"long_name": "fit, above (no success), below (all succeed), between (separation)"})
+    data["threshold_kind"] = (dims, kinds, {"long_name": "fit, above (no success), below (all succeed), between "
+                                                         "(separation), single (one alpha, mixed outcomes)"})
     data |= {name: (dims, values, {"long_name": f"{name} runs over all alphas", "units": "1"}) for name, values in counts.items()}
     sweep = dims + ("alpha",)
     data |= {name: (sweep, values, {"long_name": cf[name], "units": "1"}) for name, values in survival.items()}

@@ -8,7 +8,8 @@ log-likelihood maximized over the other parameter drops by ``chi2_1(0.95) / 2 = 
 interval the data cannot close is open (``inf``). Data that cannot pin the curve down give
 bounds, never numbers: ``above`` (no success: ``alpha_50`` above the largest alpha run),
 ``below`` (success everywhere: below the smallest), ``between`` (perfect separation between
-adjacent alphas ``a_i < a_j``: ``a_i < alpha_50 < a_j``, width unidentified). Diverged runs are
+adjacent alphas ``a_i < a_j``: ``a_i < alpha_50 < a_j``, width unidentified), ``single`` (an
+optimizer run at one alpha only, where some runs succeed: no curve to fit). Diverged runs are
 failures, also counted apart.
 
 **Finite size.** ``alpha_50(p) = alpha_inf + c p^-gamma`` for ``gamma = 1`` and ``1/2``, by
@@ -73,13 +74,15 @@ def fit_threshold(alpha, successes, trials, link: str = "logistic") -> Threshold
     alpha, k, n = (np.asarray(v, dtype=float) for v in (alpha, successes, trials))
     keep = n > 0
     alpha, k, n = alpha[keep], k[keep], n[keep]
-    if len(alpha) < 2:
-        raise ValueError(f"alpha: a threshold needs runs at two alphas or more, got {len(alpha)}")
     nan = np.nan
+    if len(alpha) == 0:
+        raise ValueError("alpha: no runs to fit a threshold to")
     if k.sum() == 0:
         return Threshold("above", nan, alpha[-1], np.inf, nan, nan, nan)
     if (k == n).all():
         return Threshold("below", nan, -np.inf, alpha[0], nan, nan, nan)
+    if len(alpha) == 1:  # some but not all succeed at the one alpha run: no curve to fit
+        return Threshold("single", nan, nan, nan, nan, nan, nan)
     failing, passing = np.flatnonzero(k == 0), np.flatnonzero(k == n)
     partial = (k > 0) & (k < n)
     if not partial.any() and failing.size and passing.size and failing.max() < passing.min():

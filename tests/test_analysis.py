@@ -130,3 +130,10 @@ def test_the_analyze_command_writes_the_thresholds_and_figures(tmp_path, capsys)
         assert (tmp_path / "sweep" / f"sweep_analysis_{name}.png").stat().st_size > 1000
     assert main(["analyze", str(tmp_path / "sweep"), "--link", "cauchy"]) == 2
     assert "link: unknown link" in capsys.readouterr().err
+
+
+def test_one_alpha_gives_a_bound_or_no_threshold():
+    assert inference.fit_threshold([1.4], [0], [10]).kind == "above"
+    assert inference.fit_threshold([2.0], [10], [10]).kind == "below"
+    mixed = inference.fit_threshold([1.5], [5], [10])
+    assert mixed.kind == "single" and np.isnan(mixed.alpha_50) and np.isnan(mixed.low)
