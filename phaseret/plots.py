@@ -364,20 +364,26 @@ def trajectory_figure(ds: xr.Dataset, settings: dict | None = None) -> Figure:
 def dynamics_figure(ds: xr.Dataset, settings: dict | None = None) -> Figure:
     """Test error vs epoch of single runs (the ``seeds`` of ``[plot]``, default the first): a
     panel per optimizer (rows) and alpha (columns), a line per hidden / p combination and seed;
-    each curve ends at its run's last grid point before the stop (no value is held)."""
+    each curve ends at its run's last epoch, with its final value (no value is held after it)."""
     settings = settings or default_settings(ds)
     seeds = settings.get("seeds") or (int(ds.seed.values[0]),)
     found = []
     for alpha in ds.alpha.values:
         for seed in seeds:
-            for panel, label, line in lines(ds.test_error_trajectory.sel(alpha=alpha, seed=seed), ("optimizer",)):
-                found.append(((panel[0], float(alpha)), label + (f", seed {seed}" if len(seeds) > 1 else ""), line))
+            run = ds.sel(alpha=alpha, seed=seed)
+            for panel, label, line in lines(run.test_error_trajectory, ("optimizer",)):
+                where = {d: line[d].item() for d in ("optimizer", "p", "hidden") if d in run.test_error.dims}
+                end = (float(run.epochs.sel(where)), float(run.test_error.sel(where)))
+                found.append(((panel[0], float(alpha)), label + (f", seed {seed}" if len(seeds) > 1 else ""), (line, end)))
     figure, by_panel = _grid(found, ("optimizer", "alpha"))
     styles = _styles(found)
-    for panel, label, line in found:
+    for panel, label, (line, end) in found:
         keep = line.notnull().values
+        epochs, values = line.epoch.values[keep][1:], line.values[keep][1:]
+        if np.isfinite(end[1]) and (not epochs.size or end[0] > epochs[-1]):  # the run's own last epoch
+            epochs, values = np.append(epochs, end[0]), np.append(values, end[1])
         style = {k: v for k, v in styles[label].items() if k != "marker"}
-        by_panel[panel][0].plot(line.epoch.values[keep][1:], line.values[keep][1:], label=label, **style)
+        by_panel[panel][0].plot(epochs, values, label=label, **style)
     for column in by_panel.values():
         ax = column[0]
         ax.set_xscale("log")
