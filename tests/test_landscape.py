@@ -178,3 +178,14 @@ def test_the_size_estimate_counts_dense_hessians_only_below_the_dense_limit():
     assert group_bytes(small, 4, hessian=True)["Hessians"] == 3 * 5120**2 * 8
     assert "Hessians" not in group_bytes(small, 4)
     assert "Hessians" not in group_bytes(validate(alpha=2.5, p=1024, hidden=10), 4, hessian=True)  # Lanczos
+
+
+def test_dense_hessians_that_do_not_fit_in_memory_are_refused_before_any_work(monkeypatch):
+    from phaseret import sizes
+
+    table = TABLE | {"p": 1024, "hidden": 5, "alpha": [2.5], "seeds": 1, "record": {"hessian": "end"}}
+    groups = build_study(table).groups()
+    monkeypatch.setattr(sizes, "available_bytes", lambda: 400 * 2**20)
+    with pytest.raises(ValueError, match=r"needs about .*Hessians 600 MiB.* but 400 MiB is available"):
+        sizes.check_fits(groups, 1)
+    sizes.check_fits(build_study(table | {"record": {}}).groups(), 1)  # without the Hessians it fits
