@@ -25,7 +25,6 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse.linalg
 
-from .kernels import derivative
 from .models import Model
 
 MATRICES = ("full", "batch", "riemannian")
@@ -37,15 +36,12 @@ LANCZOS_EXTREMES = 20
 
 
 class Curvature:
-    """The Hessian of ``L`` at ``W`` (d, p) on data ``X`` (n, p), targets ``t`` (n,) as products:
-    block (k, l) = ``X^T diag(c A_k A_l + delta_kl B_k) X`` (:func:`phaseret.kernels.derivative.curvature`)."""
+    """The Hessian of ``L`` at ``W`` (d, p) on data ``X`` (n, p), labels ``y`` (n,), as products:
+    block (k, l) = ``X^T diag(c A_k A_l + delta_kl B_k) X`` (:meth:`phaseret.models.Model.curvature`)."""
 
     def __init__(self, model: Model, W: np.ndarray, X: np.ndarray, y: np.ndarray):
-        self.W, self.X = np.asarray(W, dtype=float), np.asarray(X, dtype=float)
-        codes = model.kernel_codes
-        self.A, self.c, self.B = derivative.curvature(self.X @ self.W.T, model.targets(np.asarray(y, float)),
-                                                      codes[0], codes[2], codes[3], codes[4])
-        self.gradient = model.grad(self.W, self.X, y)  # (d, p)
+        self.X = np.asarray(X, dtype=float)
+        self.A, self.c, self.B = model.curvature(np.asarray(W, dtype=float), self.X, y)
 
     def product(self, V: np.ndarray) -> np.ndarray:
         """``H v`` for ``V`` (d, p): ``(H v)_k = X^T (c A_k sum_l A_l z_l + B_k z_k)``, ``z = X V^T``."""

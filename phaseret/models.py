@@ -103,9 +103,7 @@ class Model:
         """
         W, X, y = self._check(W, X, y)
         d, p = W.shape
-        A, c, B = derivative.curvature(
-            X @ W.T, self.targets(y), self._kind.activation, self._kind.loss, self.loss_eps, self._k_hat
-        )
+        A, c, B = self.curvature(W, X, y)
         H = np.empty((d, p, d, p), dtype=X.dtype)
         for k in range(d):
             for l in range(k, d):
@@ -113,6 +111,13 @@ class Model:
                 H[k, :, l, :] = (X * weight[:, None]).T @ X
                 H[l, :, k, :] = H[k, :, l, :].T
         return H.reshape(d * p, d * p)
+
+    def curvature(self, W, X, y) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The Hessian's per-sample factors ``(A, c, B)``, shapes (n, d), (n,), (n, d): block (k, l)
+        of the Hessian is ``X^T diag(c A_k A_l + delta_kl B_k) X``."""
+        W, X, y = self._check(W, X, y)
+        return derivative.curvature(X @ W.T, self.targets(y), self._kind.activation, self._kind.loss,
+                                    self.loss_eps, self._k_hat)
 
     def scores(self, W, X) -> np.ndarray:
         """Scores (n,) with the evaluation activation (SPEC 3): ``(1/d) sum_k g_eval(w_k . x) - K_hat``."""
