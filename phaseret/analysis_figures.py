@@ -59,14 +59,14 @@ def thresholds_figure(ds: xr.Dataset, result: xr.Dataset) -> Figure:
         band = (max(float(fit.alpha_50_low), grid[0]), min(float(fit.alpha_50_high), grid[-1]))
         ax.axvspan(*band, color="tab:blue", alpha=0.15, label="alpha_50: 95% interval" if kind == "fit" else f"alpha_50: {kind}")
         if task is not None:
-            plots._threshold_line(ax, task)
+            plots.threshold_line(ax, task)
         ax.set_ylim(-0.05, 1.05)
         ax.set_title(_label(selection), fontsize="small")
         ax.set_xlabel(ds.alpha.attrs.get("long_name", "alpha"))
         ax.set_ylabel("success probability")
     for ax in axes[len(found):]:
         ax.set_visible(False)
-    plots._legend(figure, {(): list(axes)})
+    plots.figure_legend(figure, {(): list(axes)})
     return figure
 
 
@@ -104,7 +104,7 @@ def survival_figure(ds: xr.Dataset, budgets: dict | None) -> Figure:
     found = list(analysis.lines(ds))
     figure = Figure(figsize=(4.2 * len(found), 3.4), layout="constrained")
     axes = np.atleast_1d(figure.subplots(1, len(found), squeeze=False)[0])
-    colours = dict(zip(ds.alpha.values, plots._colours(ds.sizes["alpha"])))
+    colours = dict(zip(ds.alpha.values, plots.colours(ds.sizes["alpha"])))
     for ax, (_, selection) in zip(axes, found):
         for alpha in ds.alpha.values:
             cell = ds.sel(selection | {"alpha": alpha})
@@ -121,7 +121,7 @@ def survival_figure(ds: xr.Dataset, budgets: dict | None) -> Figure:
         ax.set_title(_label(selection), fontsize="small")
         ax.set_xlabel("epochs")
         ax.set_ylabel("runs not yet solved (Kaplan-Meier)")
-    plots._legend(figure, {(): list(axes)})
+    plots.figure_legend(figure, {(): list(axes)})
     return figure
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import xarray as xr
 
-from . import plots
+from . import figures, plots
 from .models import MODELS
 from .results import load_folder
 from .study import Study
@@ -31,7 +31,7 @@ def open_folder(out_dir: Path) -> tuple[Study, xr.Dataset]:
 def plot_folder(out_dir: Path) -> list[Path]:
     """Draw the figures the study's ``[plot]`` table asks for into ``out_dir``; return the files."""
     study, ds = open_folder(out_dir)
-    return plots.draw(ds, study.plot or plots.default_settings(ds), Path(out_dir), study.name)
+    return figures.draw(ds, study.plot or plots.default_settings(ds), Path(out_dir), study.name)
 
 
 def plot_folders(folders: list[Path], out_dir: Path) -> list[Path]:
@@ -43,7 +43,7 @@ def plot_folders(folders: list[Path], out_dir: Path) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     first = opened[0][0]
-    return plots.draw(ds, first.plot or plots.default_settings(ds), out_dir, out_dir.name)
+    return figures.draw(ds, first.plot or plots.default_settings(ds), out_dir, out_dir.name)
 
 
 def _same_grid(a: xr.Dataset, b: xr.Dataset) -> bool:

@@ -1,4 +1,6 @@
-"""Figures of a study (PNG and PDF), laid out by its ``[plot]`` table (SPEC 10).
+"""Figure layout by a study's ``[plot]`` table (SPEC 10), and the figures over alpha: success,
+divergence, mean errors (single runs and records: :mod:`phaseret.run_figures`; drawing and
+saving: :mod:`phaseret.figures`).
 
 A figure is a grid of panels: rows by the first ``panels`` key, columns by the second (the
 optimizer, one of its coordinates such as ``update`` or ``batch_fraction``, the ``model``, or
@@ -13,7 +15,6 @@ from __future__ import annotations
 import itertools
 import json
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import xarray as xr
@@ -41,20 +42,6 @@ def wilson_interval(successes: np.ndarray, trials: np.ndarray, z: float = 1.96) 
 def default_settings(ds: xr.Dataset) -> dict:
     """The ``[plot]`` settings of a study without that table."""
     return {"figures": DEFAULT_FIGURES, "panels": (), "error_scale": "log", "theory": None, "seeds": ()}
-
-
-def draw(ds: xr.Dataset, settings: dict, out_dir: Path, stem: str) -> list[Path]:
-    """Draw the figures ``settings["figures"]`` of ``ds`` as ``out_dir/<stem>_<figure>.png/.pdf``."""
-    if "model" not in ds.coords:  # datasets written before the model coordinate: the study's model
-        ds = ds.assign_coords(model=("optimizer", models(ds)))
-    paths = []
-    for name in settings["figures"]:
-        figure = FIGURES[name](ds, settings)
-        for fmt in FORMATS:
-            path = Path(out_dir) / f"{stem}_{name}.{fmt}"
-            figure.savefig(path, dpi=150, bbox_inches="tight")
-            paths.append(path)
-    return paths
 
 
 # --- lines and panels ---------------------------------------------------------------------------
@@ -145,7 +132,7 @@ def _panel_title(panels: tuple[str, ...], panel: tuple) -> str:
     return ", ".join(v if k in ("optimizer", "model") else f"{k}={v}" for k, v in zip(panels, text))
 
 
-def _grid(found, panels: tuple[str, ...], rows_extra: int = 1, width: float = 4.2, height: float = 3.2):
+def panel_grid(found, panels: tuple[str, ...], rows_extra: int = 1, width: float = 4.2, height: float = 3.2):
     """A figure with a panel per distinct ``panel`` of ``found`` (rows by the first key, columns by
     the second, in order of appearance); returns ``(figure, axes by panel)``. Grid places with
     no line are hidden."""
@@ -169,7 +156,7 @@ def _grid(found, panels: tuple[str, ...], rows_extra: int = 1, width: float = 4.
     return figure, by_panel
 
 
-def _styles(found) -> dict:
+def line_styles(found) -> dict:
     """A colour, line style and marker per label, distinct past ten lines (tab10, then styles)."""
     from matplotlib import colormaps
 
@@ -179,7 +166,7 @@ def _styles(found) -> dict:
             for i, label in enumerate(labels)}
 
 
-def _legend(figure: Figure, by_panel: dict, extra_title: str = "") -> None:
+def figure_legend(figure: Figure, by_panel: dict, extra_title: str = "") -> None:
     """One legend for the figure, outside the panels, each label once."""
     handles = {}
     for column in by_panel.values():
@@ -192,7 +179,7 @@ def _legend(figure: Figure, by_panel: dict, extra_title: str = "") -> None:
                       title=extra_title or None, title_fontsize="small")
 
 
-def _title(figure: Figure, ds: xr.Dataset) -> None:
+def figure_title(figure: Figure, ds: xr.Dataset) -> None:
     figure.suptitle(textwrap.fill(ds.attrs.get("title", ""), 90), fontsize="small")
 
 
@@ -214,7 +201,7 @@ def error_label(ds: xr.Dataset, name: str, template: str = "{}") -> str:
     return textwrap.fill(template.format(what), 40)
 
 
-def _theory_task(ds: xr.Dataset, settings: dict) -> str | None:
+def theory_task(ds: xr.Dataset, settings: dict) -> str | None:
     """The task whose state-evolution lines are drawn: with ``theory`` (default: the study runs
     GAMP), when every model of the study shares one task."""
     theory = settings.get("theory")
@@ -224,7 +211,7 @@ def _theory_task(ds: xr.Dataset, settings: dict) -> str | None:
     return tasks.pop() if theory and len(tasks) == 1 else None
 
 
-def _threshold_line(ax, task: str) -> None:
+def threshold_line(ax, task: str) -> None:
     from .state_evolution import amp_threshold
 
     ax.axvline(amp_threshold(task), color="grey", linestyle="--", label="AMP threshold (state evolution)")
@@ -235,9 +222,9 @@ def _threshold_line(ax, task: str) -> None:
 def _fraction_figure(ds: xr.Dataset, settings: dict, counted: xr.DataArray, ylabel: str) -> Figure:
     """A share of runs per alpha (``counted``: 1, 0, NaN where not run), with 95% Wilson intervals."""
     found = lines(counted, settings["panels"])
-    figure, by_panel = _grid(found, settings["panels"])
-    styles = _styles(found)
-    task = _theory_task(ds, settings)
+    figure, by_panel = panel_grid(found, settings["panels"])
+    styles = line_styles(found)
+    task = theory_task(ds, settings)
     for panel, label, line in found:
         ax = by_panel[panel][0]
         trials = line.notnull().sum("seed")
@@ -250,12 +237,12 @@ def _fraction_figure(ds: xr.Dataset, settings: dict, counted: xr.DataArray, ylab
     for column in by_panel.values():
         ax = column[0]
         if task is not None:
-            _threshold_line(ax, task)
+            threshold_line(ax, task)
         ax.set_ylim(-0.05, 1.05)
         ax.set_xlabel(ds.alpha.attrs.get("long_name", "alpha"))
         ax.set_ylabel(ylabel)
-    _legend(figure, by_panel)
-    _title(figure, ds)
+    figure_legend(figure, by_panel)
+    figure_title(figure, ds)
     return figure
 
 
@@ -290,7 +277,7 @@ def _mean_error(ax, ds: xr.Dataset, name: str, found, styles, scale: str, task: 
             ax.plot(alphas, [max(mse(task, a), 1e-6) for a in alphas], color="grey", linestyle="--",
                     label="state evolution: weights' MSE 1 - q")
     if task is not None:
-        _threshold_line(ax, task)
+        threshold_line(ax, task)
     ax.set_yscale(scale)
     ax.set_xlabel(ds.alpha.attrs.get("long_name", "alpha"))
     ax.set_ylabel(error_label(ds, name, "mean final {} over seeds"))
@@ -299,16 +286,16 @@ def _mean_error(ax, ds: xr.Dataset, name: str, found, styles, scale: str, task: 
 def _error_figure(ds: xr.Dataset, settings: dict, names: tuple[str, ...]) -> Figure:
     """Mean final errors vs alpha: one row of panels per name in ``names``."""
     found = {name: lines(ds[name], settings["panels"]) for name in names}
-    figure, by_panel = _grid(found[names[0]], settings["panels"], rows_extra=len(names))
-    styles = _styles(found[names[0]])
-    task = _theory_task(ds, settings)
+    figure, by_panel = panel_grid(found[names[0]], settings["panels"], rows_extra=len(names))
+    styles = line_styles(found[names[0]])
+    task = theory_task(ds, settings)
     for k, name in enumerate(names):
         for panel, column in by_panel.items():
             mine = [entry for entry in found[name] if entry[0] == panel]
             if mine:
                 _mean_error(column[k], ds, name, mine, styles, settings["error_scale"], task)
-    _legend(figure, by_panel)
-    _title(figure, ds)
+    figure_legend(figure, by_panel)
+    figure_title(figure, ds)
     return figure
 
 
@@ -328,147 +315,7 @@ def errors_figure(ds: xr.Dataset, settings: dict | None = None) -> Figure:
     return _error_figure(ds, settings or default_settings(ds), ("test_error", "train_error"))
 
 
-def _hold_final(runs: np.ndarray, finals: np.ndarray) -> np.ndarray:
-    """Trajectories (seed, epoch) with each run's final value over the NaNs after its stop."""
-    return np.where(np.isnan(runs), finals[:, None], runs)
-
-
-def trajectory_figure(ds: xr.Dataset, settings: dict | None = None) -> Figure:
-    """Median test error over seeds vs epoch (after its stop a run holds its final value), one
-    panel per line (optimizer, p, hidden), one curve per alpha that line runs."""
-    if "test_error_trajectory" not in ds:
-        raise ValueError("plot.figures: trajectories need one epoch grid; the folders drawn together have "
-                         "different budgets, so draw them one by one")
-    found = lines(ds.test_error_trajectory, ())
-    finals = {label: line for _, label, line in lines(ds.test_error, ())}
-    figure = Figure(figsize=(3.6 * len(found) + 1.5, 3.4), layout="constrained")
-    axes = np.atleast_1d(figure.subplots(1, len(found), sharey=True, squeeze=False)[0])
-    colours = dict(zip(ds.alpha.values, _colours(ds.sizes["alpha"])))
-    for ax, (_, label, line) in zip(axes, found):
-        for alpha in ds.alpha.values:
-            runs = line.sel(alpha=alpha).transpose("seed", "epoch").values
-            if np.isnan(runs[:, 0]).all():
-                continue  # this optimizer does not run this alpha
-            median = np.median(_hold_final(runs, finals[label].sel(alpha=alpha).values), axis=0)
-            ax.plot(line.epoch.values[1:], median[1:], color=colours[alpha], label=f"alpha={alpha:g}")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_title(textwrap.fill(label, 30), fontsize="small")
-        ax.set_xlabel("epoch")
-    axes[0].set_ylabel(error_label(ds, "test_error", "{} (median over seeds)"))
-    _legend(figure, {(): list(axes)})
-    _title(figure, ds)
-    return figure
-
-
-def dynamics_figure(ds: xr.Dataset, settings: dict | None = None) -> Figure:
-    """Test error vs epoch of single runs (the ``seeds`` of ``[plot]``, default the first): a
-    panel per optimizer (rows) and alpha (columns), a line per hidden / p combination and seed;
-    each curve ends at its run's last epoch, with its final value (no value is held after it)."""
-    settings = settings or default_settings(ds)
-    seeds = settings.get("seeds") or (int(ds.seed.values[0]),)
-    found = []
-    for alpha in ds.alpha.values:
-        for seed in seeds:
-            run = ds.sel(alpha=alpha, seed=seed)
-            for panel, label, line in lines(run.test_error_trajectory, ("optimizer",)):
-                where = {d: line[d].item() for d in ("optimizer", "p", "hidden") if d in run.test_error.dims}
-                end = (float(run.epochs.sel(where)), float(run.test_error.sel(where)))
-                found.append(((panel[0], float(alpha)), label + (f", seed {seed}" if len(seeds) > 1 else ""), (line, end)))
-    figure, by_panel = _grid(found, ("optimizer", "alpha"))
-    styles = _styles(found)
-    for panel, label, (line, end) in found:
-        keep = line.notnull().values
-        epochs, values = line.epoch.values[keep][1:], line.values[keep][1:]
-        if np.isfinite(end[1]) and (not epochs.size or end[0] > epochs[-1]):  # the run's own last epoch
-            epochs, values = np.append(epochs, end[0]), np.append(values, end[1])
-        style = {k: v for k, v in styles[label].items() if k != "marker"}
-        by_panel[panel][0].plot(epochs, values, label=label, **style)
-    for column in by_panel.values():
-        ax = column[0]
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(error_label(ds, "test_error", "{} of one run"))
-    _legend(figure, by_panel)
-    _title(figure, ds)
-    return figure
-
-
-def hessian_figure(ds: xr.Dataset, settings: dict | None = None) -> Figure:
-    """Histograms of the Hessian spectra at the final weights of one run (the first of the
-    ``[plot]`` seeds): a panel per optimizer (rows) and d, alpha (columns), the three matrices
-    (:mod:`phaseret.landscape`) overlaid, the run's final test error in each title."""
-    if "hessian_eigenvalues" not in ds:
-        raise ValueError('plot.figures: hessian needs a study run with [record] hessian = "end"')
-    settings = settings or default_settings(ds)
-    seed = (settings.get("seeds") or (int(ds.seed.values[0]),))[0]
-    found = []
-    for alpha in ds.alpha.values:
-        for (optimizer,), label, line in lines(ds.hessian_eigenvalues.sel(alpha=alpha, seed=seed), ("optimizer",)):
-            where = {d: line[d].item() for d in ("optimizer", "p", "hidden") if d in ds.test_error.dims}
-            error = float(ds.test_error.sel(alpha=alpha, seed=seed).sel(where))
-            found.append(((optimizer, f"d={line.hidden.item()}, alpha={alpha:g}"), error, line))
-    figure, by_panel = _grid([(panel, "", line) for panel, _, line in found], ("optimizer", "run"))
-    colours = {"full": "tab:blue", "batch": "tab:orange", "riemannian": "tab:green"}
-    for panel, error, line in found:
-        ax = by_panel[panel][0]
-        for matrix in line.hessian.values:
-            values = line.sel(hessian=matrix).values
-            values = values[np.isfinite(values)]
-            if values.size:
-                ax.hist(values, bins=60, histtype="step", color=colours[str(matrix)], label=f"{matrix} Hessian")
-        ax.set_yscale("log")
-        ax.set_xlabel("eigenvalue")
-        ax.set_ylabel("count")
-        ax.set_title(f"{panel[0]}, {panel[1]}\nfinal test error {error:.3g}", fontsize="small")
-    _legend(figure, by_panel, f"seed {seed}")
-    _title(figure, ds)
-    return figure
-
-
-def gradient_jumps_figure(ds: xr.Dataset, settings: dict | None = None) -> Figure:
-    """Median over seeds of the jump ``|g_t - g_(t-1)|_F`` between consecutive batch gradients (the
-    epoch's mean) vs epoch: a panel per alpha, a line per optimizer (SPEC 5; thesis 4.3.2)."""
-    if "gradient_jump_trajectory" not in ds or not bool(ds.gradient_jump_trajectory.notnull().any()):
-        raise ValueError("plot.figures: gradient_jumps needs a study run with [record] gradient_jumps = true")
-    found = []
-    for alpha in ds.alpha.values:
-        for _, label, line in lines(ds.gradient_jump_trajectory.sel(alpha=alpha), ()):
-            found.append(((float(alpha),), label, line))
-    figure, by_panel = _grid(found, ("alpha",))
-    styles = _styles(found)
-    for panel, label, line in found:
-        ax = by_panel[panel][0]
-        median = line.median("seed")
-        keep = (median > 0).values  # GD's first epoch has no previous gradient (jump 0): off a log axis
-        style = {k: v for k, v in styles[label].items() if k != "marker"}
-        ax.plot(line.epoch.values[keep], median.values[keep], label=label, **style)
-    for column in by_panel.values():
-        ax = column[0]
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("|g_t - g_(t-1)|_F, epoch mean\n(median over seeds)")
-    _legend(figure, by_panel)
-    _title(figure, ds)
-    return figure
-
-
-def _colours(count: int):
+def colours(count: int):
     from matplotlib import colormaps
 
     return colormaps["viridis"](np.linspace(0, 0.9, count))
-
-
-FIGURES = {
-    "success": success_figure,
-    "diverged": diverged_figure,
-    "test_error": test_error_figure,
-    "train_error": train_error_figure,
-    "errors": errors_figure,
-    "trajectories": trajectory_figure,
-    "dynamics": dynamics_figure,
-    "hessian": hessian_figure,
-    "gradient_jumps": gradient_jumps_figure,
-}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from phaseret import folders, plots, runner, tables
+from phaseret import folders, plots, run_figures, runner, tables
 from phaseret.cli import main
 from phaseret.study import build_study
 from phaseret.training import train
@@ -143,7 +143,7 @@ def test_panels_follow_the_plot_table_and_skip_what_the_study_does_not_run(tmp_p
 
 def test_line_styles_stay_distinct_past_ten_lines():
     found = [((), f"line {i}", None) for i in range(14)]
-    styles = plots._styles(found)
+    styles = plots.line_styles(found)
     assert len({tuple(sorted((k, str(v)) for k, v in s.items())) for s in styles.values()}) == 14
 
 
@@ -161,7 +161,7 @@ def test_the_dynamics_figure_draws_single_runs_that_end_where_they_stopped(tmp_p
                  plot={"figures": ["dynamics"], "seeds": [1]})
     out = run(tmp_path, table)
     _, ds = folders.open_folder(out)
-    figure = plots.dynamics_figure(ds, folders.load_folder(out).plot)
+    figure = run_figures.dynamics_figure(ds, folders.load_folder(out).plot)
     [ax] = [ax for ax in figure.axes if ax.get_visible()]
     assert ax.get_title() == "p-sgd, alpha=4"
     for line, d in zip(ax.lines, (1, 2)):
