@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--p", type=int, default=1024)
     args = parser.parse_args()
-    print(f"| d | d p | method | grid point (riemannian_extremes) [s] | end of run (spectra, 3 matrices) [s] |")
+    print("| d | d p | method | grid point (riemannian_extremes) [s] | end of run (spectra, 3 matrices) [s] |")
     print("|---|---|---|---|---|")
     for d in (1, 5):
         data = make_dataset("phase-retrieval", args.p, 2.5, 0)
