@@ -28,11 +28,15 @@ class Engine:
     """The loop over one replica batch, its trajectories and its results."""
 
     def __init__(self, batch: ReplicaBatch, grid: np.ndarray, record_gradient_jumps: bool = False,
-                 started: float | None = None, interrupt: Callable[[], None] | None = None):
+                 started: float | None = None, interrupt: Callable[[], None] | None = None,
+                 progress: Callable[[int], None] | None = None):
         """``started``: the ``time.perf_counter()`` at which the batch began (its set-up included);
-        ``interrupt``: called after every epoch, it raises to stop the batch (a stop the user asked for)."""
+        ``interrupt``: called after every epoch, it raises to stop the batch (a stop the user asked for);
+        ``progress``: called before every epoch with the number of live replicas that run it (the
+        seed-epochs about to be done)."""
         self.started = time.perf_counter() if started is None else started
         self.interrupt = interrupt
+        self.progress = progress
         self.batch = batch
         self.replicas = batch.replicas
         self.config = batch.configs[0]
@@ -53,6 +57,8 @@ class Engine:
                     self._end_of_epoch(epoch, step, *measured)
                     if self.replicas.live.size == 0:
                         return self.results
+                    if self.progress is not None:
+                        self.progress(int(self.replicas.live.size))
                 self.replicas.update(step)
                 step += 1
             epoch += 1

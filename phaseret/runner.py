@@ -8,6 +8,7 @@ task that a dying worker leaves half done is simply run again elsewhere.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -96,13 +97,67 @@ def stop_signals():
             signal.signal(s, handler)
 
 
-def run_group(cells: tuple[Cell, ...], out_dir: str, grid, interrupt=None) -> list[CellReport]:
+#: The Dask event topic on which workers report their groups' progress, and how often (seconds).
+PROGRESS_TOPIC = "phaseret-progress"
+PROGRESS_EVERY = 0.5
+
+
+def budget(group: tuple[Cell, ...]) -> int:
+    """A group's seed-epochs: the sum of its cells' budgets (the progress bar's unit)."""
+    return sum(cell.config.max_epochs for cell in group)
+
+
+class GroupProgress:
+    """Seed-epochs of running groups, forwarded to ``update`` (a progress bar's): a group advances
+    as its live replicas run epochs, and on finishing jumps to its budget (replicas that stopped
+    early); reports that arrive after a group finished are ignored. Thread-safe: Dask reports
+    arrive on the client's event-loop thread."""
+
+    def __init__(self, update):
+        self.update = update
+        self.done: dict[str, int] = {}
+        self.finished: set[str] = set()
+        self.lock = threading.Lock()
+
+    def advance(self, key: str, seed_epochs: int) -> None:
+        with self.lock:
+            if key in self.finished:
+                return
+            self.done[key] = self.done.get(key, 0) + seed_epochs
+            self.update(seed_epochs)
+
+    def finish(self, key: str, total: int) -> None:
+        with self.lock:
+            self.finished.add(key)
+            self.update(max(0, total - self.done.pop(key, 0)))
+
+
+class WorkerProgress:
+    """A group's progress on a Dask worker: seed-epochs gathered and published on
+    ``PROGRESS_TOPIC`` as ``(key, seed_epochs)`` at most every ``PROGRESS_EVERY`` seconds (as set
+    where the study runs: the value travels with the object)."""
+
+    def __init__(self, key: str):
+        self.key, self.every = key, PROGRESS_EVERY
+        self.pending, self.last = 0, time.monotonic()
+
+    def __call__(self, seed_epochs: int) -> None:
+        self.pending += seed_epochs
+        if time.monotonic() - self.last >= self.every:
+            from distributed import get_worker
+
+            get_worker().log_event(PROGRESS_TOPIC, (self.key, self.pending))
+            self.pending, self.last = 0, time.monotonic()
+
+
+def run_group(cells: tuple[Cell, ...], out_dir: str, grid, interrupt=None, progress=None) -> list[CellReport]:
     """Run a group (the unit of work) as one replica batch and store its unfinished cells.
 
     A group with a missing cell runs whole, so the missing cell comes out bit-identical to
     the run that was interrupted; cells already stored are not written again. A group that
     raises records each unfinished cell as failed, with the traceback, and the study goes on;
-    ``interrupt`` (in-process runs) is called after every epoch and may raise :class:`Stopped`.
+    ``interrupt`` (in-process runs) is called after every epoch and may raise :class:`Stopped`;
+    ``progress`` is called before every epoch with the live replicas' count (seed-epochs).
     """
     out_dir = Path(out_dir)
     missing = [results.read_cell(out_dir, cell, grid) is None for cell in cells]
@@ -111,7 +166,7 @@ def run_group(cells: tuple[Cell, ...], out_dir: str, grid, interrupt=None) -> li
     try:
         outcomes = run_replicas([cell.config for cell in cells], grid, record_gradient_jumps="gradient_jumps" in cells[0].record,
                                 record_landscape="hessian_grid" in cells[0].record,
-                                interrupt=interrupt)
+                                interrupt=interrupt, progress=progress)
     except Exception:
         trace = traceback.format_exc()
         reports = []
@@ -168,13 +223,16 @@ def run_study(
         pending = [g for g in groups if any(results.read_cell(out_dir, c, grid) is None for c in g)]
         done = len(study.cells) - sum(len(g) for g in pending)
         log.info("%s: %d cells, %d done, %d groups to run", study.name, len(study.cells), done, len(pending))
+        total = sum(budget((cell,)) for cell in study.cells)
+        finished = total - sum(budget(g) for g in pending)
         try:
-            with tqdm(total=len(study.cells), initial=done, unit="cell", disable=not progress) as bar:
-                for reports in _execute(pending, str(out_dir), grid, workers, scheduler, slurm, interrupt):
+            with tqdm(total=total, initial=finished, unit=" seed-epochs", unit_scale=True, disable=not progress,
+                      smoothing=0.05) as bar:
+                tracker = GroupProgress(bar.update)
+                for reports in _execute(pending, str(out_dir), grid, workers, scheduler, slurm, interrupt, tracker):
                     for report in reports:
                         log.info("%s: %s, test error %.3g, %.1f s", report.name, report.status, report.test_error,
                                  report.seconds)
-                        bar.update(1)
         finally:  # also when stopped: a worker killed or cancelled mid-write leaves its temporary
             results.remove_stale_temporaries(out_dir)
         path = out_dir / f"{study.name}.nc"
@@ -190,19 +248,30 @@ def cell_states(study: Study, out_dir: Path) -> dict[str, list[str]]:
     return states
 
 
-def _execute(groups, out_dir, grid, workers, scheduler, slurm, interrupt):
+def _execute(groups, out_dir, grid, workers, scheduler, slurm, interrupt, tracker: GroupProgress):
     """Yield the reports of each group as it finishes; ``interrupt()`` raises :class:`Stopped` when
-    the user asked to stop (checked after every epoch in-process, every 0.2 s on Dask)."""
+    the user asked to stop (checked after every epoch in-process, every 0.2 s on Dask); ``tracker``
+    follows the groups' seed-epochs (in-process after every epoch, from Dask workers' events)."""
     if not groups:
         return  # nothing to run: start no cluster
     if workers == 1 and scheduler is None and slurm is None:
         for group in groups:
-            yield run_group(group, out_dir, grid, interrupt)
+            key = group[0].name
+            reports = run_group(group, out_dir, grid, interrupt, functools.partial(tracker.advance, key))
+            tracker.finish(key, budget(group))
+            yield reports
         return
     from distributed import as_completed
 
     with _client(workers, scheduler, slurm) as client:
-        futures = [client.submit(run_group, g, out_dir, grid, key=f"phaseret-{g[0].name}", pure=False) for g in groups]
+        client.subscribe_topic(PROGRESS_TOPIC, lambda event: tracker.advance(*event[1]))
+        keys = {}
+        futures = []
+        for g in groups:
+            future = client.submit(run_group, g, out_dir, grid, None, WorkerProgress(g[0].name),
+                                   key=f"phaseret-{g[0].name}", pure=False)
+            keys[future.key] = g
+            futures.append(future)
         finished = as_completed(futures)
         try:
             while not finished.is_empty():
@@ -211,7 +280,10 @@ def _execute(groups, out_dir, grid, workers, scheduler, slurm, interrupt):
                     interrupt()
                     time.sleep(0.2)
                 for future in batch:
-                    yield future.result()
+                    reports = future.result()
+                    group = keys[future.key]
+                    tracker.finish(group[0].name, budget(group))
+                    yield reports
         except Stopped:
             _silence_dask(client)
             raise

@@ -20,7 +20,8 @@ from .threads import sized_pools
 
 def run_replicas(configs: list[RunConfig], grid=None, *, record_gradient_jumps: bool = False,
                  record_landscape: bool = False, jumps: GradientJumps | None = None,
-                 interrupt: Callable[[], None] | None = None) -> list[RunResult]:
+                 interrupt: Callable[[], None] | None = None,
+                 progress: Callable[[int], None] | None = None) -> list[RunResult]:
     """Train validated cells that differ only in ``seed``, in lockstep; one result per cell, in order.
 
     ``grid``: the trajectory's epochs (default ``epoch_grid(max_epochs)``). With
@@ -28,7 +29,8 @@ def run_replicas(configs: list[RunConfig], grid=None, *, record_gradient_jumps: 
     ``record_landscape`` its trajectory carries the Riemannian Hessian's extremes on the grid
     (:data:`phaseret.landscape.EXTREMES`). ``jumps``: the cache of
     matched-noise records for Langevin cells (default: a new one for this call). ``interrupt``:
-    called after every epoch of a gradient method; it raises to stop the batch. A ``backend``
+    called after every epoch of a gradient method; it raises to stop the batch. ``progress``:
+    called before every epoch with the number of live replicas (seed-epochs). A ``backend``
     that cannot run here (``cuda`` without a GPU) is refused before any work. Overflow is no
     warning: a non-finite value ends that replica with status ``diverged``."""
     check_replicas(configs)
@@ -44,7 +46,7 @@ def run_replicas(configs: list[RunConfig], grid=None, *, record_gradient_jumps: 
             jumps = reference_jumps() if jumps is None else jumps
             records = jumps.records([reference_config(cell) for cell in configs])
         batch = build_batch(configs, device, records, record_gradient_jumps, record_landscape)
-        return Engine(batch, grid, record_gradient_jumps, started, interrupt).run()
+        return Engine(batch, grid, record_gradient_jumps, started, interrupt, progress).run()
 
 
 def reference_jumps() -> GradientJumps:

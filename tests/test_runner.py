@@ -159,3 +159,40 @@ def test_local_workers_leave_this_process_environment_as_it_was(tmp_path):
     before = {name: os.environ.get(name) for name in runner.WORKER_ENVIRONMENT}
     runner.run_study(load_study(write_study(tmp_path)), tmp_path / "out", workers=2, progress=False)
     assert {name: os.environ.get(name) for name in runner.WORKER_ENVIRONMENT} == before
+
+
+def test_the_engine_reports_the_seed_epochs_it_runs():
+    from phaseret.training import run_replicas, validate
+
+    configs = [validate(alpha=a, p=24, n_test=24, seed=s, algorithm="p-sgd", update="nesterov", max_epochs=400)
+               for a in (4.0,) for s in range(3)]
+    counted = []
+    results = run_replicas(configs, progress=counted.append)
+    assert sum(counted) == sum(r.epochs for r in results)  # every live replica's epoch, once
+    assert counted[0] == 3 and counted[-1] >= 1 and len(counted) == max(r.epochs for r in results)
+
+
+def test_group_progress_tops_a_group_up_to_its_budget_and_ignores_late_reports():
+    updates = []
+    tracker = runner.GroupProgress(updates.append)
+    tracker.advance("a", 30)
+    tracker.advance("a", 20)
+    tracker.finish("a", 120)  # replicas that stopped early: the rest of the budget at once
+    tracker.advance("a", 5)  # a report that arrived after the group finished
+    assert updates == [30, 20, 70] and sum(updates) == 120
+
+
+@requires_dask
+def test_dask_workers_report_progress_while_a_group_runs(tmp_path, monkeypatch):
+    reports = []
+    original = runner.GroupProgress.advance
+
+    def advance(self, key, seed_epochs):
+        reports.append((key, seed_epochs, key in self.finished))
+        original(self, key, seed_epochs)
+
+    monkeypatch.setattr(runner.GroupProgress, "advance", advance)
+    monkeypatch.setattr(runner, "PROGRESS_EVERY", 0.0)  # every epoch: a tiny group is quick
+    runner.run_study(load_study(write_study(tmp_path)), tmp_path / "out", workers=2, progress=False)
+    during = [r for r in reports if not r[2]]
+    assert during and all(n > 0 for _, n, _ in during)  # events from the workers before their groups ended
