@@ -43,10 +43,13 @@ def lines(ds: xr.Dataset):
             yield tuple(list(ds[d].values).index(v) for d, v in zip(dims, values)), selection
 
 
-def times_to_solution(cell: xr.Dataset, budget: float | None) -> tuple[np.ndarray, np.ndarray, int]:
-    """``(events, censored, diverged)`` of the runs of one (optimizer, p, hidden, alpha): epochs of
-    the successes; the budget for the other runs that did not diverge (right-censored; default
-    the largest epochs run there); the count of diverged runs (excluded)."""
+def times_to_solution(cell: xr.Dataset, budgets: dict | None) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(events, censored, diverged)`` of the runs of one (optimizer, p, hidden, alpha) ``cell``:
+    epochs of the successes; the cell's budget (from ``budgets``, :meth:`phaseret.study.Study.budgets`;
+    default the largest epochs run there) for the other runs that did not diverge (right-censored);
+    the count of diverged runs (excluded)."""
+    key = (str(cell.optimizer.values), int(cell.p), int(cell.hidden), float(cell.alpha))
+    budget = None if budgets is None else budgets.get(key)
     ran = cell.success.notnull().values
     success = ran & (cell.success.values == 1)
     diverged = ran & (cell.status.values == "diverged")
@@ -83,9 +86,7 @@ def analyze(ds: xr.Dataset, budgets: dict | None = None, link: str = "logistic")
             cell = ds.sel(selection | {"alpha": alpha})
             if not bool(cell.success.notnull().any()):
                 continue
-            key = (str(selection["optimizer"]), int(selection.get("p", ds.p.values if "p" in ds.coords else 0)),
-                   int(selection.get("hidden", ds.hidden.values if "hidden" in ds.coords else 1)), float(alpha))
-            events, censored, diverged = times_to_solution(cell, None if budgets is None else budgets.get(key))
+            events, censored, diverged = times_to_solution(cell, budgets)
             estimate = inference.survival(events, censored)
             for name, value in zip(survival, (estimate.median, estimate.low, estimate.high)):
                 survival[name][index + (a,)] = value
@@ -195,7 +196,3 @@ def write(result: xr.Dataset, out_dir: Path) -> list[Path]:
     (out_dir / "thresholds.md").write_text(markdown(result) + "\n")
     return [path, out_dir / "thresholds.md"]
 
-
-def budgets_of(study) -> dict:
-    """``(optimizer, p, hidden, alpha) -> max_epochs`` of a study's cells."""
-    return {(c.optimizer, c.p, c.hidden, c.alpha): c.config.max_epochs for c in study.cells}

@@ -43,13 +43,7 @@ def thresholds_figure(ds: xr.Dataset, result: xr.Dataset) -> Figure:
         ends = [v for v in (float(fit.alpha_50_low), float(fit.alpha_50_high)) if np.isfinite(v)]
         span = last - first
         grid = np.linspace(max(min([first] + ends), first - span / 2), min(max([last] + ends), last + span / 2), 200)
-        runs = ds.success.sel(selection)
-        trials = runs.notnull().sum("seed").values
-        keep = trials > 0
-        hits = np.nan_to_num(runs.sum("seed").values)[keep]
-        low, high = plots.wilson_interval(hits, trials[keep])
-        share = hits / trials[keep]
-        ax.errorbar(ds.alpha.values[keep], share, yerr=np.clip([share - low, high - share], 0, None), color="black", **STYLE)
+        plots.share_with_interval(ax, ds.success.sel(selection), color="black", **STYLE)
         kind = str(fit.threshold_kind.values)
         if kind == "fit":
             z = (grid - float(fit.alpha_50)) / float(fit.width)
@@ -110,8 +104,7 @@ def survival_figure(ds: xr.Dataset, budgets: dict | None) -> Figure:
             cell = ds.sel(selection | {"alpha": alpha})
             if not bool(cell.success.notnull().any()):
                 continue
-            key = (str(selection["optimizer"]), int(cell.p), int(cell.hidden), float(alpha))
-            events, censored, _ = analysis.times_to_solution(cell, None if budgets is None else budgets.get(key))
+            events, censored, _ = analysis.times_to_solution(cell, budgets)
             estimate = inference.survival(events, censored)
             if estimate.events:
                 ax.step(np.concatenate([[0], estimate.times]), np.concatenate([[1], estimate.survival]), where="post",

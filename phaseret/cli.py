@@ -89,7 +89,7 @@ def _analyze(args) -> int:
         raise ValueError("--out: several folders are analysed together into a folder of their own; name it with --out")
     opened = [open_folder(Path(d)) for d in args.dirs]
     ds = opened[0][1] if len(opened) == 1 else combine_datasets([(Path(d), ds) for d, (_, ds) in zip(args.dirs, opened)])
-    budgets = {key: value for study, _ in opened for key, value in analysis.budgets_of(study).items()}
+    budgets = {key: value for study, _ in opened for key, value in study.budgets().items()}
     out = Path(args.out) if args.out else Path(args.dirs[0])
     result = analysis.analyze(ds, budgets, args.link)
     paths = analysis.write(result, out)

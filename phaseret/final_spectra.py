@@ -18,14 +18,15 @@ from .replica_batch import training_key
 def last_batch(config: RunConfig, n: int, steps: int) -> np.ndarray | None:
     """The samples (n,) bool of the run's last step ``steps - 1`` (None: all, GD and Langevin),
     replayed from the cell's key: SGD's chunk of that epoch, P-SGD's chain run forward."""
+    if steps < 1:
+        return None
     chooser = selector(config.algorithm, n, config.batch_fraction, config.tau, config.lr, training_key(config)[None])
     replica = np.array([0])
-    if config.algorithm != "p-sgd" or steps < 1:
-        mask = chooser.select(steps - 1, replica) if steps >= 1 else None
-        return None if mask is None else mask[0]
-    for step in range(steps):  # the P-SGD chain depends on every earlier step
-        mask = chooser.select(step, replica)
-    return mask[0].copy()
+    if config.algorithm == "p-sgd":
+        for step in range(steps - 1):  # the P-SGD chain depends on every earlier step
+            chooser.select(step, replica)
+    mask = chooser.select(steps - 1, replica)
+    return None if mask is None else mask[0].copy()
 
 
 def hessian_spectra(config: RunConfig, result: RunResult) -> dict[str, np.ndarray] | None:

@@ -35,6 +35,17 @@ DENSE_LIMIT = 6144
 LANCZOS_EXTREMES = 20
 
 
+def is_dense(weights: int) -> bool:
+    """Whether the Hessians of ``weights = d p`` weights are diagonalized densely (else Lanczos)."""
+    return weights <= DENSE_LIMIT
+
+
+def spectrum_length(weights: int) -> int:
+    """The most eigenvalues a spectrum of ``weights = d p`` weights holds: all of them when dense,
+    else the Lanczos extremes."""
+    return weights if is_dense(weights) else 2 * LANCZOS_EXTREMES
+
+
 class Curvature:
     """The Hessian of ``L`` at ``W`` (d, p) on data ``X`` (n, p), labels ``y`` (n,), as products:
     block (k, l) = ``X^T diag(c A_k A_l + delta_kl B_k) X`` (:meth:`phaseret.models.Model.curvature`)."""
@@ -105,7 +116,7 @@ def euclidean_spectrum(model: Model, W: np.ndarray, X: np.ndarray, y: np.ndarray
                        hessian: np.ndarray | None = None) -> np.ndarray:
     """The sorted eigenvalues of the Euclidean Hessian at ``W`` (d, p): all of them up to
     ``DENSE_LIMIT`` weights (``hessian``: the matrix, if already built), else the Lanczos extremes."""
-    if W.size <= DENSE_LIMIT:
+    if is_dense(W.size):
         return scipy.linalg.eigvalsh(model.hessian(W, X, y) if hessian is None else hessian)
     curvature = Curvature(model, W, X, y)
     return _extremes(lambda v: curvature.product(v.reshape(W.shape)).reshape(-1), W.size)
@@ -116,7 +127,7 @@ def riemannian_spectrum(model: Model, W: np.ndarray, X: np.ndarray, y: np.ndarra
     """The sorted eigenvalues of the Riemannian Hessian ``U^T (H - Lambda) U`` at ``W`` (d, p), dense
     up to ``DENSE_LIMIT`` weights, else the Lanczos extremes on tangent coordinates."""
     tangent = Tangent(W, model.grad(W, X, y))
-    if W.size <= DENSE_LIMIT:
+    if is_dense(W.size):
         return scipy.linalg.eigvalsh(_on_tangent(model.hessian(W, X, y) if hessian is None else hessian, tangent)[0])
     curvature = Curvature(model, W, X, y)
 
@@ -133,19 +144,20 @@ def spectra(model: Model, W: np.ndarray, X: np.ndarray, y: np.ndarray, batch: np
     else the ``LANCZOS_EXTREMES`` smallest and largest of each."""
     W = np.atleast_2d(np.asarray(W, dtype=float))
     X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=float)
-    full = model.hessian(W, X, y) if W.size <= DENSE_LIMIT else None
+    full = model.hessian(W, X, y) if is_dense(W.size) else None
     values = {"full": euclidean_spectrum(model, W, X, y, full)}
     values["batch"] = values["full"] if batch is None else euclidean_spectrum(model, W, X[batch], y[batch])
     values["riemannian"] = riemannian_spectrum(model, W, X, y, full)
     return values
 
 
-#: What ``[record] hessian = "grid"`` keeps on the epoch grid, from the Riemannian spectrum.
+#: What ``[record] hessian = "grid"`` keeps on the epoch grid, from the Riemannian spectrum:
+#: name -> (long_name, units), as :data:`phaseret.records.TRAJECTORIES`.
 EXTREMES = {
-    "hessian_min": "smallest eigenvalue of the Riemannian Hessian",
-    "hessian_max": "largest eigenvalue of the Riemannian Hessian",
-    "hessian_negative": "negative eigenvalues of the Riemannian Hessian (above the dense limit: among the "
-                        "20 smallest, a lower bound)",
+    "hessian_min": ("smallest eigenvalue of the Riemannian Hessian", "1"),
+    "hessian_max": ("largest eigenvalue of the Riemannian Hessian", "1"),
+    "hessian_negative": ("negative eigenvalues of the Riemannian Hessian (above the dense limit: among the "
+                         "20 smallest, a lower bound)", "1"),
 }
 
 

@@ -85,6 +85,11 @@ def lines(da: xr.DataArray, panels: tuple[str, ...]) -> list[tuple[tuple, str, x
     return [(tuple(keys[k] for k in panels), label, line) for (keys, line), label in zip(found, labels)]
 
 
+def at_line(values: xr.DataArray, line: xr.DataArray) -> xr.DataArray:
+    """``values`` (a final variable) at the optimizer, p and hidden of a line from :func:`lines`."""
+    return values.sel({d: line[d].item() for d in ("optimizer", "p", "hidden") if d in values.dims})
+
+
 #: Line keys that a ``key=value`` label can name alone (the optimizer's kind does not vary).
 _VALUE_KEYS = ("lr", "batch_fraction", "tau", "momentum", "lr_scaling", "p", "hidden")
 
@@ -219,6 +224,17 @@ def threshold_line(ax, task: str) -> None:
 
 # --- figures --------------------------------------------------------------------------------------
 
+def share_with_interval(ax, runs: xr.DataArray, **style) -> None:
+    """The share of ``runs`` (over ``alpha, seed``: 1, 0, NaN where not run) per alpha on ``ax``,
+    with its 95% Wilson interval as error bars; alphas without a run are left out."""
+    trials = runs.notnull().sum("seed").values
+    keep = trials > 0
+    hits = runs.sum("seed").values[keep]
+    low, high = wilson_interval(hits, trials[keep])
+    share = hits / trials[keep]
+    ax.errorbar(runs.alpha.values[keep], share, yerr=np.clip([share - low, high - share], 0, None), **style)
+
+
 def _fraction_figure(ds: xr.Dataset, settings: dict, counted: xr.DataArray, ylabel: str) -> Figure:
     """A share of runs per alpha (``counted``: 1, 0, NaN where not run), with 95% Wilson intervals."""
     found = lines(counted, settings["panels"])
@@ -226,14 +242,7 @@ def _fraction_figure(ds: xr.Dataset, settings: dict, counted: xr.DataArray, ylab
     styles = line_styles(found)
     task = theory_task(ds, settings)
     for panel, label, line in found:
-        ax = by_panel[panel][0]
-        trials = line.notnull().sum("seed")
-        keep = (trials > 0).values
-        hits = line.sum("seed").values[keep]
-        alpha, trials = line.alpha.values[keep], trials.values[keep]
-        low, high = wilson_interval(hits, trials)
-        share = hits / trials
-        ax.errorbar(alpha, share, yerr=np.clip([share - low, high - share], 0, None), capsize=3, label=label, **styles[label])
+        share_with_interval(by_panel[panel][0], line, capsize=3, label=label, **styles[label])
     for column in by_panel.values():
         ax = column[0]
         if task is not None:

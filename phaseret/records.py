@@ -104,9 +104,9 @@ class Trajectories:
     """Metrics of R replicas on one epoch grid; points after a replica's stop stay NaN."""
 
     def __init__(self, grid: np.ndarray, replicas: int, extra: dict | None = None):
-        """``extra``: further variables (name -> long_name) recorded on the grid, e.g. Hessian extremes."""
+        """``extra``: further variables (name -> (long_name, units)) recorded on the grid, e.g. Hessian extremes."""
         self.grid = np.asarray(grid)
-        self.names = TRAJECTORIES | {name: (long_name, "1") for name, long_name in (extra or {}).items()}
+        self.names = TRAJECTORIES | (extra or {})
         self.values = {name: np.full((replicas, len(self.grid)), np.nan) for name in self.names}
 
     def position(self, epoch: int) -> int | None:

@@ -23,7 +23,7 @@ import xarray as xr
 
 from . import __version__
 from .data import teacher
-from .landscape import DENSE_LIMIT, EXTREMES, LANCZOS_EXTREMES, MATRICES
+from .landscape import EXTREMES, MATRICES, spectrum_length
 from .models import MODELS
 from .records import TRAJECTORIES, VARIABLES, RunResult
 from .study import Cell, Study, build_study
@@ -206,7 +206,7 @@ def combine(study: Study, out_dir: Path, history: str = "") -> xr.Dataset:
     if "weights" in study.record:
         per_unit["weights"] = np.full(shape + (units, features), np.nan)
     if "hessian" in study.record:
-        per_unit["hessian_eigenvalues"] = np.full(shape + (len(MATRICES), max(spectrum_size(c) for c in study.cells)), np.nan)
+        per_unit["hessian_eigenvalues"] = np.full(shape + (len(MATRICES), max(spectrum_length(c.hidden * c.p) for c in study.cells)), np.nan)
     for cell in study.cells:
         stored = read_cell(out_dir, cell, grid)
         if stored is None:
@@ -276,20 +276,12 @@ def combine(study: Study, out_dir: Path, history: str = "") -> xr.Dataset:
 
 def trajectory_names(record: tuple[str, ...]) -> dict:
     """The trajectory variables a cell with ``record`` stores: name -> (long_name, units)."""
-    extremes = {name: (long_name, "1") for name, long_name in EXTREMES.items()} if "hessian_grid" in record else {}
-    return TRAJECTORIES | extremes
-
-
-def spectrum_size(cell: Cell) -> int:
-    """How many eigenvalues a cell's Hessian record holds: all d p up to the dense limit, else the
-    Lanczos extremes (:mod:`phaseret.landscape`)."""
-    size = cell.hidden * cell.p
-    return size if size <= DENSE_LIMIT else 2 * LANCZOS_EXTREMES
+    return TRAJECTORIES | (EXTREMES if "hessian_grid" in record else {})
 
 
 def _spectra_array(spectra: dict | None, cell: Cell) -> np.ndarray:
     """The three spectra as (3, size) NaN-padded rows (all NaN for a diverged run)."""
-    array = np.full((len(MATRICES), spectrum_size(cell)), np.nan)
+    array = np.full((len(MATRICES), spectrum_length(cell.hidden * cell.p)), np.nan)
     for i, name in enumerate(MATRICES):
         if spectra is not None:
             array[i, : len(spectra[name])] = spectra[name]

@@ -57,8 +57,7 @@ def dynamics_figure(ds: xr.Dataset, settings: dict | None = None) -> Figure:
         for seed in seeds:
             run = ds.sel(alpha=alpha, seed=seed)
             for panel, label, line in plots.lines(run.test_error_trajectory, ("optimizer",)):
-                where = {d: line[d].item() for d in ("optimizer", "p", "hidden") if d in run.test_error.dims}
-                end = (float(run.epochs.sel(where)), float(run.test_error.sel(where)))
+                end = (float(plots.at_line(run.epochs, line)), float(plots.at_line(run.test_error, line)))
                 found.append(((panel[0], float(alpha)), label + (f", seed {seed}" if len(seeds) > 1 else ""), (line, end)))
     figure, by_panel = plots.panel_grid(found, ("optimizer", "alpha"))
     styles = plots.line_styles(found)
@@ -91,8 +90,7 @@ def hessian_figure(ds: xr.Dataset, settings: dict | None = None) -> Figure:
     found = []
     for alpha in ds.alpha.values:
         for (optimizer,), label, line in plots.lines(ds.hessian_eigenvalues.sel(alpha=alpha, seed=seed), ("optimizer",)):
-            where = {d: line[d].item() for d in ("optimizer", "p", "hidden") if d in ds.test_error.dims}
-            error = float(ds.test_error.sel(alpha=alpha, seed=seed).sel(where))
+            error = float(plots.at_line(ds.test_error.sel(alpha=alpha, seed=seed), line))
             found.append(((optimizer, f"d={line.hidden.item()}, alpha={alpha:g}"), error, line))
     figure, by_panel = plots.panel_grid([(panel, "", line) for panel, _, line in found], ("optimizer", "run"))
     colours = {"full": "tab:blue", "batch": "tab:orange", "riemannian": "tab:green"}

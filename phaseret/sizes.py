@@ -19,7 +19,7 @@ import os
 
 from .config import RunConfig
 from .data import n_samples
-from .landscape import DENSE_LIMIT
+from .landscape import is_dense
 
 
 def group_bytes(config: RunConfig, replicas: int, hessian: bool = False) -> dict[str, int]:
@@ -35,7 +35,7 @@ def group_bytes(config: RunConfig, replicas: int, hessian: bool = False) -> dict
         "per-sample intermediates": 2 * replicas * c.hidden * (n + n_test) * s + replicas * n,
     }
     weights = c.hidden * c.p
-    if hessian and weights <= DENSE_LIMIT:
+    if hessian and is_dense(weights):
         parts["Hessians"] = 3 * weights**2 * 8
     return parts
 

@@ -94,6 +94,10 @@ class Study:
         """One trajectory grid for the whole study, to its largest budget (SPEC 10)."""
         return epoch_grid(max(cell.config.max_epochs for cell in self.cells))
 
+    def budgets(self) -> dict[tuple[str, int, int, float], int]:
+        """``(optimizer, p, hidden, alpha) -> max_epochs`` of the study's cells, in the study's order."""
+        return {(c.optimizer, c.p, c.hidden, c.alpha): c.config.max_epochs for c in self.cells}
+
     def axis(self, name: str) -> list:
         """The sorted values of ``p``, ``hidden`` or ``alpha`` over all cells."""
         return sorted({getattr(cell, name) for cell in self.cells})
@@ -343,7 +347,7 @@ def _base_label(keys: dict) -> str:
 
 def _optimizer_cells(run_keys: dict, seeds, where: str, record: tuple[str, ...]) -> tuple[str, RunConfig, list[Cell]]:
     """Validate every (p, hidden, alpha) of one optimizer and list its cells; ``seeds`` and run
-    keys given as tables by p (:func:`_by_p`) take their value at each cell's p."""
+    keys given as tables by p (:func:`_at_p`) take their value at each cell's p."""
     if "alpha" not in run_keys:
         raise ValueError(f"{where}alpha: required (top level or in the optimizer table)")
     axes = {axis: _as_list(run_keys[axis]) for axis in AXES if axis in run_keys}
@@ -357,14 +361,13 @@ def _optimizer_cells(run_keys: dict, seeds, where: str, record: tuple[str, ...])
     for combo in itertools.product(*axes.values()):
         point = dict(zip(axes, combo))
         p = point.get("p", RunConfig.p)
-        at_p = {k: _by_p(k, v, p, where if k in OPTIMIZER_KEYS else "") if k in BY_P_KEYS and isinstance(v, dict) else v
-                 for k, v in rest.items()}
+        at_p = {k: _at_p(k, v, p, where if k in OPTIMIZER_KEYS else "") if k in BY_P_KEYS else v for k, v in rest.items()}
         try:
             config = validate(**at_p, **point)
         except ValueError as error:
             raise ValueError(f"{where}{error}" if _from_optimizer(error) else str(error)) from None
         configs[combo] = config
-        for seed in range(_by_p("seeds", seeds, p, "") if isinstance(seeds, dict) else seeds):
+        for seed in range(_at_p("seeds", seeds, p, "")):
             seeded = dataclasses.replace(config, seed=seed)
             cells.append(Cell(config.optimizer_label, config.p, config.hidden, config.alpha, seed, seeded, record))
     representative = next(iter(configs.values()))
@@ -376,10 +379,13 @@ def _optimizer_cells(run_keys: dict, seeds, where: str, record: tuple[str, ...])
 BY_P_KEYS = frozenset(k for k in RUN_KEYS + OPTIMIZER_KEYS if k not in ("stop", "reference")) | {"seeds"}
 
 
-def _by_p(key: str, table: dict, p: int, where: str):
-    """The value of a table by p (keys are the p values, ``{512 = 18005, 1024 = 20002}``) at ``p``:
-    settings that vary with the system size, such as fig 4.2's budgets and seeds, in one file."""
-    values = {}
+def _at_p(key: str, value, p: int, where: str):
+    """``value`` at ``p``: itself, or from a table by p (keys are the p values, ``{512 = 18005,
+    1024 = 20002}``): settings that vary with the system size, such as fig 4.2's budgets and
+    seeds, in one file."""
+    if not isinstance(value, dict):
+        return value
+    table, values = value, {}
     for name, value in table.items():
         if not re.fullmatch(r"[0-9]+", name):
             raise ValueError(f"{where}{key}: a table by p takes the p values as keys (e.g. {{512 = ..., 1024 = ...}}), "

@@ -24,9 +24,8 @@ def convergence_rows(study: Study, ds: xr.Dataset) -> list[dict]:
     if missing or "lr" not in ds.coords:
         raise ValueError(f"DIR: the dataset lacks {', '.join(missing or ['lr'])}; a table needs a study's "
                          "dataset with success, epochs, status and the optimizer's lr")
-    budgets = {(c.optimizer, c.p, c.hidden, c.alpha): c.config.max_epochs for c in study.cells}
     rows = []
-    for (label, p, hidden, alpha), budget in budgets.items():
+    for (label, p, hidden, alpha), budget in study.budgets().items():
         at = {"optimizer": label, "alpha": alpha} | {d: v for d, v in (("p", p), ("hidden", hidden)) if d in ds.dims}
         cell = ds.sel(at)
         ran = cell.success.notnull().values
