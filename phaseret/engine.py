@@ -1,11 +1,14 @@
-"""The replica engine's loop: cells that differ only in their seed advance in lockstep (SPEC 4-7).
+"""The replica engine's loop: cells that differ only in their seed and optimizer advance in lockstep,
+epoch by epoch (SPEC 4-7).
 
 One loop serves every optimizer and every device: the backend's replica state
 (:mod:`phaseret.backends`) draws each replica's ``M_t``, computes the gradients and, from the
 same forward pass, the loss and error of the current weights (the previous epoch's
-evaluation), then applies the update rule, the Langevin noise and the projection to every
+evaluation), then applies each part's update rule, the Langevin noise and the projection to every
 replica at once. After each epoch the SPEC 6 statuses are checked per replica; finished
-replicas drop out, so the cost follows the live ones. The batch comes ready from
+replicas drop out, so the cost follows the live ones. An epoch is as many steps as its longest
+batch rule takes (GD one, SGD and P-SGD ``ceil(1/b)``); step ``j`` is taken by the replicas whose
+rule has more than ``j`` steps per epoch. The batch comes ready from
 :func:`phaseret.replica_batch.build_batch`.
 """
 
@@ -46,24 +49,23 @@ class Engine:
         self.results: list[RunResult | None] = [None] * len(batch.configs)
 
     def run(self) -> list[RunResult]:
-        step, epoch = 0, 0
-        steps_per_epoch = self.replicas.steps_per_epoch
+        epoch = 0
+        steps_per_epoch = int(self.batch.steps_per_epoch.max())
         while True:
             for j in range(steps_per_epoch):
-                measured = self.replicas.gradients(step, measure=j == 0)
+                measured = self.replicas.gradients(epoch, j, measure=j == 0)
                 if j == 0:  # the forward pass measured the weights after `epoch`
                     if self.interrupt is not None:
                         self.interrupt()
-                    self._end_of_epoch(epoch, step, *measured)
+                    self._end_of_epoch(epoch, *measured)
                     if self.replicas.live.size == 0:
                         return self.results
                     if self.progress is not None:
                         self.progress(int(self.replicas.live.size))
-                self.replicas.update(step)
-                step += 1
+                self.replicas.update(epoch, j)
             epoch += 1
 
-    def _end_of_epoch(self, epoch: int, step: int, losses, errors) -> None:
+    def _end_of_epoch(self, epoch: int, losses, errors) -> None:
         """Check the stops after ``epoch``, record the trajectory and drop the replicas that stop.
 
         A replica whose gradient or weights went non-finite during the epoch ends ``diverged`` at
@@ -71,9 +73,10 @@ class Engine:
         c, batch = self.config, self.batch
         W = self.replicas.weights()
         diverged_at = self.replicas.diverged_at()
+        steps_per_epoch = self.batch.steps_per_epoch[self.replicas.live]
         for i in np.flatnonzero(diverged_at >= 0):
             s = int(diverged_at[i])
-            self._finish(i, Status.DIVERGED, s // self.replicas.steps_per_epoch + 1, s + 1, None, W)
+            self._finish(i, Status.DIVERGED, s // steps_per_epoch[i] + 1, s + 1, None, W)
         train_error = errors / batch.n
         sampled = functools.cache(lambda: self.replicas.test_error_sums() / batch.n_test)
         test_error = reported_test_error(c.model, W, batch.w_star, sampled)
@@ -95,7 +98,7 @@ class Engine:
                 if batch.landscape is not None:
                     self._record_landscape(position, np.flatnonzero(going_on), W)
             for i in np.flatnonzero(stopping):
-                self._finish(i, ORDER[status[i]], epoch, step, metrics, W)
+                self._finish(i, ORDER[status[i]], epoch, epoch * int(steps_per_epoch[i]), metrics, W)
         self.replicas.keep(status == 0)
 
     def _record_landscape(self, position: int, indices: np.ndarray, W) -> None:
@@ -125,8 +128,9 @@ class Engine:
     def _record_steps(self, r: int, config, epochs: int, steps: int, jumps, size: int) -> None:
         """Replica ``r``'s per-step trajectories (SPEC 5, 8): the Langevin kick's size (0 without
         noise) and, when recorded, the gradient jumps, as means over each epoch's steps."""
-        noise, per_epoch = self.batch.optimizer.noise, self.replicas.steps_per_epoch
-        levels = np.zeros(steps) if noise is None else noise.levels(r, steps, config.step_size, size)
+        part, local = self.batch.part_of(r)
+        noise, per_epoch = part.optimizer.noise, part.steps_per_epoch
+        levels = np.zeros(steps) if noise is None else noise.levels(local, steps, config.step_size, size)
         self.trajectories.record_steps(r, "noise_sigma", levels, per_epoch, epochs)
         if jumps is not None:
             self.trajectories.record_steps(r, "gradient_jump", jumps, per_epoch, epochs)

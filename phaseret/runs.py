@@ -14,7 +14,7 @@ from .devices import resolve
 from .engine import Engine
 from .matched_noise import GradientJumps
 from .records import RunResult, epoch_grid
-from .replica_batch import build_batch, check_replicas
+from .replica_batch import build_batch, check_replicas, parts_of
 from .threads import sized_pools
 
 
@@ -22,7 +22,9 @@ def run_replicas(configs: list[RunConfig], grid=None, *, record_gradient_jumps: 
                  record_landscape: bool = False, jumps: GradientJumps | None = None,
                  interrupt: Callable[[], None] | None = None,
                  progress: Callable[[int], None] | None = None) -> list[RunResult]:
-    """Train validated cells that differ only in ``seed``, in lockstep; one result per cell, in order.
+    """Train validated cells that differ only in ``seed`` and their optimizer keys, in lockstep (the
+    replicas that see one ``X`` share its products); one result per cell, in order. On the ``cuda``
+    backend each optimizer's run of consecutive cells is its own batch.
 
     ``grid``: the trajectory's epochs (default ``epoch_grid(max_epochs)``). With
     ``record_gradient_jumps`` each result carries its matched-noise record; with
@@ -41,12 +43,19 @@ def run_replicas(configs: list[RunConfig], grid=None, *, record_gradient_jumps: 
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"), sized_pools():
         if c.algorithm in BASELINES:
             return [run_baseline(config, grid) for config in configs]
-        records = None
-        if c.algorithm == "langevin" and c.noise == "matched":
+        matched = [i for i, cell in enumerate(configs) if cell.algorithm == "langevin" and cell.noise == "matched"]
+        records = [None] * len(configs)
+        if matched:
             jumps = reference_jumps() if jumps is None else jumps
-            records = jumps.records([reference_config(cell) for cell in configs])
-        batch = build_batch(configs, device, records, record_gradient_jumps, record_landscape)
-        return Engine(batch, grid, record_gradient_jumps, started, interrupt, progress).run()
+            for i, record in zip(matched, jumps.records([reference_config(configs[i]) for i in matched])):
+                records[i] = record
+        batches = [configs] if device == "cpu" else [configs[span.start : span.stop] for span in parts_of(configs)]
+        outcomes = []
+        for cells in batches:
+            batch = build_batch(cells, device, records[len(outcomes) : len(outcomes) + len(cells)], record_gradient_jumps,
+                                record_landscape)
+            outcomes += Engine(batch, grid, record_gradient_jumps, started, interrupt, progress).run()
+        return outcomes
 
 
 def reference_jumps() -> GradientJumps:

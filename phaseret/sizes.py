@@ -1,9 +1,9 @@
 """Memory a replica batch needs, estimated from its configuration before any work (SPEC 7 groups).
 
-A group of R seeds with d units, p inputs, n training and n_test test samples holds, in the
+A group of R replicas (S seeds, each with its optimizers) with d units, p inputs, n training and n_test test samples holds, in the
 step's dtype (itemsize s) unless said otherwise:
 
-* data: the float64 draws (n + n_test) p 8, once for a ``shared`` landscape, R times per seed,
+* data: the float64 draws (n + n_test) p 8, once for a ``shared`` landscape, S times per seed,
   plus their copy in the step's dtype when it is float32;
 * weights and optimizer state: R d p s times 8 (start, W, G, update, two moments, previous G, spare);
 * per-sample intermediates: R d (n + n_test) s twice (pre-activations and derivatives) and the
@@ -22,12 +22,12 @@ from .data import n_samples
 from .landscape import is_dense
 
 
-def group_bytes(config: RunConfig, replicas: int, hessian: bool = False) -> dict[str, int]:
-    """The estimated bytes of a replica batch of ``replicas`` seeds of ``config``, by part
-    (``hessian``: the study records Hessian spectra)."""
+def group_bytes(config: RunConfig, replicas: int, seeds: int, hessian: bool = False) -> dict[str, int]:
+    """The estimated bytes of a replica batch of ``replicas`` cells over ``seeds`` seeds like ``config``,
+    by part (``hessian``: the study records Hessian spectra)."""
     c = config
     n, n_test, s = n_samples(c.alpha, c.p), c.test_size, 4 if c.dtype == "float32" else 8
-    instances = 1 if c.landscape == "shared" else replicas
+    instances = 1 if c.landscape == "shared" else seeds
     data = instances * (n + n_test) * c.p * (8 + (s if s == 4 else 0))
     parts = {
         "data": data,
@@ -63,11 +63,12 @@ def check_fits(groups: list[tuple], workers: int) -> None:
         return
     share = available // max(1, workers)
     for group in groups:
-        parts = group_bytes(group[0].config, len(group), "hessian" in group[0].record)
+        seeds = len({cell.seed for cell in group})
+        parts = group_bytes(group[0].config, len(group), seeds, "hessian" in group[0].record)
         needed = sum(parts.values())
         if needed > share:
             detail = ", ".join(f"{name} {_size(b)}" for name, b in parts.items())
-            raise ValueError(f"p, alpha: the group {group[0].name} ({len(group)} seeds) needs about {_size(needed)} "
+            raise ValueError(f"p, alpha: the group {group[0].name} ({len(group)} runs, {seeds} seeds) needs about {_size(needed)} "
                              f"({detail}) but {_size(share)} is available to each of {workers} worker(s); lower p or "
                              "alpha, or run on a machine with more memory")
 

@@ -103,14 +103,33 @@ class Study:
         return sorted({getattr(cell, name) for cell in self.cells})
 
     def groups(self) -> list[tuple[Cell, ...]]:
-        """Units of work and of writing: the seeds of one (optimizer, p, hidden, alpha), in batches of
-        at most ``replica_batch_size`` replicas, a deterministic function of the study (SPEC 7)."""
+        """Units of work and of writing, a deterministic function of the study (SPEC 7): the cells
+        that share their data and budget (every run key but ``seed``; the baselines apart), all
+        their optimizers together so that the replicas of one ``X`` share its products, cut into
+        batches of consecutive seeds (:func:`group_seeds`); inside a group the cells go by optimizer,
+        then seed."""
+        landscapes: dict[str, list[Cell]] = {}
+        for cell in self.cells:
+            landscapes.setdefault(_landscape_key(cell), []).append(cell)
         groups = []
-        for _, seeds in itertools.groupby(self.cells, key=lambda c: (c.optimizer, c.p, c.hidden, c.alpha)):
-            seeds = list(seeds)
-            size = replica_batch_size(seeds[0].config)
-            groups.extend(tuple(seeds[i : i + size]) for i in range(0, len(seeds), size))
+        for cells in landscapes.values():
+            optimizers = list(dict.fromkeys(cell.optimizer for cell in cells))
+            for block in (optimizers[i : i + MAX_OPTIMIZERS] for i in range(0, len(optimizers), MAX_OPTIMIZERS)):
+                chosen = [cell for cell in cells if cell.optimizer in block]
+                seeds = sorted({cell.seed for cell in chosen})
+                size = group_seeds(chosen[0].config, len(block))
+                for first in range(0, len(seeds), size):
+                    batch = set(seeds[first : first + size])
+                    groups.append(tuple(cell for cell in chosen if cell.seed in batch))
         return groups
+
+
+def _landscape_key(cell: Cell) -> str:
+    """What the cells of one group share: every run key but ``seed``, what they record, and whether
+    they are a baseline (baselines run one by one, apart from the replica engine)."""
+    c = cell.config
+    keys = {k: v for k, v in c.to_dict().items() if k not in OPTIMIZER_KEYS and k != "seed"}
+    return json.dumps(keys | {"record": cell.record, "baseline": c.algorithm in BASELINES}, sort_keys=True)
 
 
 #: At most this many replicas advance together, and per-seed instances take at most this many
@@ -118,17 +137,20 @@ class Study:
 #: ``auto`` groups as ``cpu``, so a study means the same groups everywhere.
 MAX_REPLICAS = {"cpu": 32, "auto": 32, "cuda": 1024}
 MAX_REPLICA_BYTES = {"cpu": 2**30, "auto": 2**30, "cuda": 8 * 2**30}
+#: A group holds at most this many optimizers; a study with more splits them into blocks.
+MAX_OPTIMIZERS = 32
 
 
-def replica_batch_size(config: RunConfig) -> int:
-    """How many seeds of a cell run as one replica batch: up to 32 (1024 with ``backend = "cuda"``),
-    and in the ``per-seed`` landscape no more than 1 GiB (8 GiB) of inputs (each replica has its own X)."""
-    most = MAX_REPLICAS[config.backend]
+def group_seeds(config: RunConfig, optimizers: int = 1) -> int:
+    """How many seeds of a cell's ``optimizers`` run as one replica batch: at most 32 replicas
+    (1024 with ``backend = "cuda"``), at least one seed, and in the ``per-seed`` landscape no more
+    than 1 GiB (8 GiB) of inputs (each seed has its own X, which its optimizers share)."""
+    seeds = max(1, MAX_REPLICAS[config.backend] // optimizers)
     if config.landscape == "shared":
-        return most
+        return seeds
     itemsize = 4 if config.dtype == "float32" else 8
-    per_replica = (n_samples(config.alpha, config.p) + config.test_size) * config.p * itemsize
-    return max(1, min(most, MAX_REPLICA_BYTES[config.backend] // per_replica))
+    per_seed = (n_samples(config.alpha, config.p) + config.test_size) * config.p * itemsize
+    return max(1, min(seeds, MAX_REPLICA_BYTES[config.backend] // per_seed))
 
 
 def load_study(path: str | Path, scale: str = "full", backend: str | None = None) -> Study:

@@ -7,7 +7,7 @@ from tiny_study import write_study
 
 from phaseret.cli import main
 from phaseret.config import validate
-from phaseret.study import load_study, replica_batch_size
+from phaseret.study import group_seeds, load_study
 
 
 def test_cli_refuses_a_bad_file_before_any_work(tmp_path, capsys):
@@ -33,7 +33,7 @@ def test_cli_backend_replaces_the_study_key(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(devices, "gpu_visible", lambda: True)
     assert devices.resolve("auto") == "cuda"
     on_gpu = validate(alpha=2.0, p=64, backend="cuda", landscape="shared")
-    assert replica_batch_size(on_gpu) == 1024 and replica_batch_size(validate(alpha=2.0, p=64, backend="auto")) == 32
+    assert group_seeds(on_gpu) == 1024 and group_seeds(validate(alpha=2.0, p=64, backend="auto")) == 32
 
 
 def test_importing_phaseret_does_not_import_the_gpu_stack():

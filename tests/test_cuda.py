@@ -160,6 +160,17 @@ def test_divergence_is_found_at_the_same_step():
         assert np.isnan(b.test_error)
 
 
+def test_a_batch_of_several_optimizers_runs_on_the_cuda_backend_one_optimizer_at_a_time():
+    """Study groups hold every optimizer of a landscape (SPEC 7); on the GPU each optimizer's run of
+    cells is its own device batch, and the results follow the CPU's shared-product batch."""
+    parts = [dict(algorithm="gd"), dict(algorithm="p-sgd", update="nesterov"), dict(algorithm="sgd")]
+    configs = {backend: [validate(seed=s, backend=backend, **SMALL, **keys) for keys in parts for s in range(2)]
+               for backend in ("cpu", "cuda")}
+    cpu, gpu = run_replicas(configs["cpu"]), run_replicas(configs["cuda"])
+    assert [r.steps for r in gpu] == [3, 3, 6, 6, 6, 6]
+    assert_same_runs(cpu, gpu, rtol=1e-9)
+
+
 def test_a_study_runs_on_the_cuda_backend(tmp_path):
     from phaseret.runner import run_study
     from phaseret.study import build_study

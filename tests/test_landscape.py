@@ -98,7 +98,7 @@ def test_the_last_batch_replayed_from_the_keys_is_the_engines(algorithm):
     configs = [validate(alpha=3.0, p=16, n_test=16, seed=s, algorithm=algorithm, max_epochs=7) for s in range(2)]
     batch = build_batch(configs, "cpu")
     results = Engine(batch, epoch_grid(7)).run()
-    selector = batch.optimizer.selector
+    selector = batch.parts[0].optimizer.selector
     for r, (config, result) in enumerate(zip(configs, results)):
         mask = last_batch(config, batch.n, result.steps)
         if algorithm == "gd":
@@ -175,9 +175,9 @@ def test_the_size_estimate_counts_dense_hessians_only_below_the_dense_limit():
     from phaseret.sizes import group_bytes
 
     small = validate(alpha=2.5, p=1024, hidden=5)
-    assert group_bytes(small, 4, hessian=True)["Hessians"] == 3 * 5120**2 * 8
-    assert "Hessians" not in group_bytes(small, 4)
-    assert "Hessians" not in group_bytes(validate(alpha=2.5, p=1024, hidden=10), 4, hessian=True)  # Lanczos
+    assert group_bytes(small, 4, 4, hessian=True)["Hessians"] == 3 * 5120**2 * 8
+    assert "Hessians" not in group_bytes(small, 4, 4)
+    assert "Hessians" not in group_bytes(validate(alpha=2.5, p=1024, hidden=10), 4, 4, hessian=True)  # Lanczos
 
 
 def test_dense_hessians_that_do_not_fit_in_memory_are_refused_before_any_work(monkeypatch):

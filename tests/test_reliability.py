@@ -212,5 +212,5 @@ def test_a_group_too_large_for_the_machine_is_refused_before_any_file(tmp_path, 
     path.write_text('name = "huge"\np = 1000000\nalpha = 2.0\nmax_epochs = 10\n[[optimizer]]\nalgorithm = "gd"\n')
     assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert "p, alpha: the group gd__p1000000_h1_a2_s0 (1 seeds) needs about 21.8 TiB (data 21.8 TiB" in err
+    assert "p, alpha: the group gd__p1000000_h1_a2_s0 (1 runs, 1 seeds) needs about 21.8 TiB (data 21.8 TiB" in err
     assert not (tmp_path / "out").exists()

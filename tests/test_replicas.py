@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from phaseret.config import validate
-from phaseret.study import build_study, replica_batch_size
+from phaseret.study import build_study, group_seeds
 from phaseret.training import run, run_replicas
 
 NO_STOP = {"test_error": 0.0, "train_error": 0.0, "grad_ema": 0.0}
@@ -34,6 +34,40 @@ def test_a_cell_in_a_batch_equals_the_cell_alone(keys, landscape):
             assert getattr(in_batch, name) == pytest.approx(getattr(alone, name), rel=1e-9, abs=1e-12), name
         np.testing.assert_allclose(in_batch.W, alone.W, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(in_batch.trajectory.test_error, alone.trajectory.test_error, rtol=1e-9)
+
+
+def _assert_same_runs(together, alone_results):
+    for in_batch, alone in zip(together, alone_results, strict=True):
+        assert (in_batch.status, in_batch.epochs, in_batch.steps) == (alone.status, alone.epochs, alone.steps)
+        for name in METRICS:
+            assert getattr(in_batch, name) == pytest.approx(getattr(alone, name), rel=1e-9, abs=1e-12), name
+        np.testing.assert_allclose(in_batch.W, alone.W, rtol=1e-9, atol=1e-12)
+        for name in ("test_error", "train_loss", "noise_sigma"):
+            np.testing.assert_allclose(in_batch.trajectory[name], alone.trajectory[name], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("landscape", ["shared", "per-seed"])
+def test_optimizers_that_share_their_data_run_as_one_batch_and_equal_each_run_alone(landscape):
+    """One batch of every optimizer of ``ALGORITHMS`` (1 and 2 and 4 steps per epoch, momentum, Adam,
+    both Langevin noises) x 2 seeds: the replicas of one X share its products (SPEC 7: another
+    grouping, so equal to 1e-9 relative over a few hundred epochs), each part keeps its own batch
+    rule, update rule, noise and step count."""
+    cell = dict(model="pr-quadratic", p=40, alpha=3.0, max_epochs=250, landscape=landscape, stop=NO_STOP)
+    configs = [validate(**cell, **keys, seed=seed) for keys in ALGORITHMS for seed in range(2)]
+    together = run_replicas(configs)
+    assert [r.steps for r in together[:2]] == [250, 250] and [r.steps for r in together[4:6]] == [1000, 1000]
+    assert np.nanmax(together[-1].trajectory.noise_sigma) > 0  # the matched Langevin part got its noise
+    _assert_same_runs(together, [run(config) for config in configs])
+
+
+def test_parts_that_stop_at_different_epochs_leave_the_others_running():
+    """Seed-major order (each optimizer in two parts), GD (one step per epoch) beside P-SGD (two):
+    replicas that converge drop out of their part while the other parts go on."""
+    cell = dict(p=32, alpha=6.0, max_epochs=3000)
+    configs = [validate(**cell, seed=seed, **keys) for seed in range(3) for keys in (dict(algorithm="gd"), dict(algorithm="p-sgd"))]
+    together = run_replicas(configs)
+    assert len({r.epochs for r in together}) > 2
+    _assert_same_runs(together, [run(config) for config in configs])
 
 
 def test_replicas_that_stop_early_drop_out_and_the_rest_go_on():
@@ -68,26 +102,42 @@ def test_float32_tracks_float64_over_the_first_epochs():
     assert not np.array_equal(single.trajectory.test_error, double.trajectory.test_error)  # it really ran in float32
 
 
-def test_batches_must_differ_only_in_seed():
-    with pytest.raises(ValueError, match="^configs: .*only in `seed`"):
-        run_replicas([validate(alpha=1.0, p=16, seed=0), validate(alpha=1.0, p=16, seed=1, lr=0.01)])
-    with pytest.raises(ValueError, match="^configs: .*each seed once"):
-        run_replicas([validate(alpha=1.0, p=16), validate(alpha=1.0, p=16)])
+def test_batches_must_differ_only_in_seed_and_optimizer():
+    with pytest.raises(ValueError, match="^configs: .*only in `seed` and their optimizer keys"):
+        run_replicas([validate(alpha=1.0, p=16, seed=0), validate(alpha=1.0, p=16, seed=1, max_epochs=10)])
+    with pytest.raises(ValueError, match="^configs: .*each \\(optimizer, seed\\) once"):
+        run_replicas([validate(alpha=1.0, p=16), validate(alpha=1.0, p=16, lr=0.01), validate(alpha=1.0, p=16)])
+    with pytest.raises(ValueError, match="^configs: the baselines"):
+        run_replicas([validate(alpha=1.0, p=16), validate(alpha=1.0, p=16, algorithm="gamp")])
 
 
 def test_study_groups_are_deterministic_and_memory_bounded():
+    """Groups: the cells that share their data and budget, every optimizer together, cut by seeds
+    into batches of at most 32 replicas (and 1 GiB of per-seed data)."""
     table = {"name": "s", "alpha": [1.0, 2.0], "p": 64, "seeds": 40, "max_epochs": 10,
-             "optimizer": [{"algorithm": "gd"}, {"algorithm": "gd", "landscape": "shared", "label": "gd-shared"}]}
+             "optimizer": [{"algorithm": "gd"}, {"algorithm": "p-sgd"}, {"algorithm": "sgd", "max_epochs": 20},
+                           {"algorithm": "gd", "landscape": "shared", "label": "gd-shared"},
+                           {"algorithm": "gamp", "damping": 0.2, "alpha": [1.0]}]}
     groups = build_study(table).groups()
-    assert [len(g) for g in groups] == [32, 8, 32, 8, 32, 8, 32, 8]
     assert groups == build_study(table).groups()
-    assert all(len({(c.optimizer, c.alpha) for c in g}) == 1 for g in groups)
-    # Per-seed replicas hold their own X and test set: (n + n_test) p 8 bytes each, at most 1 GiB.
-    assert replica_batch_size(validate(alpha=2.0, p=1024)) == 32  # 25 MB each
-    assert replica_batch_size(validate(alpha=4.0, p=2048)) == 6  # 168 MB each
-    assert replica_batch_size(validate(alpha=4.0, p=2048, dtype="float32")) == 12
-    assert replica_batch_size(validate(alpha=4.5, p=4096)) == 1  # 738 MB
-    assert replica_batch_size(validate(alpha=4.5, p=4096, landscape="shared")) == 32
+    assert sorted(len(g) for g in groups) == sorted([32, 32, 16] * 2 + [32, 8] * 4 + [32, 8])
+    for group in groups:
+        optimizers = [c.optimizer for c in group]
+        assert len({(c.alpha, c.config.max_epochs, c.config.landscape) for c in group}) == 1
+        assert optimizers == sorted(optimizers, key=optimizers.index)  # each optimizer's cells are consecutive
+        assert len({c.seed for c in group}) * len(set(optimizers)) == len(group)
+    mixed = [g for g in groups if len({c.optimizer for c in g}) == 2]
+    assert len(mixed) == 6 and {c.optimizer for c in mixed[0]} == {"gd", "p-sgd"}
+    assert all(len({c.config.algorithm == "gamp" for c in g}) == 1 for g in groups)  # the baseline apart
+    # Per-seed replicas hold their seed's X and test set: (n + n_test) p 8 bytes each, at most 1 GiB.
+    assert group_seeds(validate(alpha=2.0, p=1024)) == 32  # 25 MB each
+    assert group_seeds(validate(alpha=2.0, p=1024), optimizers=6) == 5  # 30 replicas
+    assert group_seeds(validate(alpha=4.0, p=2048)) == 6  # 168 MB each
+    assert group_seeds(validate(alpha=4.0, p=2048), optimizers=6) == 5
+    assert group_seeds(validate(alpha=4.0, p=2048, dtype="float32")) == 12
+    assert group_seeds(validate(alpha=4.5, p=4096)) == 1  # 738 MB
+    assert group_seeds(validate(alpha=4.5, p=4096, landscape="shared")) == 32
+    assert group_seeds(validate(alpha=2.0, p=64), optimizers=40) == 1
 
 
 #: One column's pass on fixed data, printed to full precision; run in this process and in one

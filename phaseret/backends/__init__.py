@@ -2,8 +2,10 @@
 
 The engine (:mod:`phaseret.engine`) knows no optimizer and no device. It drives a
 :class:`ReplicaState` through two calls per step and a few per epoch. A backend is built
-from the model's kernel codes, an :class:`~phaseret.optim.Optimizer`, an :class:`Instance`
-and the starts; it never sees a configuration. ``CpuReplicas`` (:mod:`.cpu`) is the
+from the model's kernel codes, the batch's parts (:class:`~phaseret.replica_batch.Part`: a span
+of replicas and its :class:`~phaseret.optim.Optimizer`), an :class:`Instance` and the starts; it
+never sees a configuration. Step ``j`` of an epoch is taken by the parts with more than ``j``
+steps per epoch; a part's own step count is ``epoch * steps_per_epoch + j``. ``CpuReplicas`` (:mod:`.cpu`) is the
 NumPy/Numba one; ``CudaReplicas`` (:mod:`.cuda`, imported lazily by :func:`replica_state`:
 numba-cuda is an optional extra) the GPU one. Everything a backend returns is a host NumPy
 array: a GPU backend crosses to the host once per epoch, for the stopping rule only.
@@ -15,12 +17,11 @@ from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..optim import Optimizer
 
 
 class Instance(NamedTuple):
     """The data of a replica batch in the step's dtype: ``X`` (n, p) and targets ``t`` (n,) shared
-    by all replicas, or one per replica, (R, n, p) and (R, n); ``X_test``, ``t_test`` likewise."""
+    by all replicas, or one per seed, (S, n, p) and (S, n); ``X_test``, ``t_test`` likewise."""
 
     X: np.ndarray
     t: np.ndarray
@@ -34,15 +35,16 @@ class ReplicaState(Protocol):
     indices of the R still running, and every per-replica array below is over those R."""
 
     live: np.ndarray
-    steps_per_epoch: int
 
-    def gradients(self, step: int, measure: bool) -> tuple[np.ndarray, np.ndarray] | None:
-        """Draw each live replica's batch ``M_t`` and compute its gradient at the current ``W``;
-        with ``measure`` return the loss and error sums (R,) over *all* training rows at that
-        ``W`` (the epoch's evaluation, folded into the step's forward pass)."""
+    def gradients(self, epoch: int, j: int, measure: bool) -> tuple[np.ndarray, np.ndarray] | None:
+        """Draw the batch ``M_t`` of step ``j`` of ``epoch`` of each live replica that takes it and
+        compute its gradient at the current ``W``; with ``measure`` (``j = 0``: every replica takes
+        it) return the loss and error sums (R,) over *all* training rows at that ``W`` (the
+        epoch's evaluation, folded into the step's forward pass)."""
 
-    def update(self, step: int) -> None:
-        """Gradient EMA, update rule, Langevin noise, projection; note the first non-finite step."""
+    def update(self, epoch: int, j: int) -> None:
+        """Gradient EMA, update rule, Langevin noise, projection of the replicas that take step ``j``;
+        note the first non-finite step."""
 
     def weights(self) -> np.ndarray:
         """``W`` (R, d, p)."""
@@ -51,7 +53,7 @@ class ReplicaState(Protocol):
         """Gradient EMA (R, 2): tangent and raw ``max |g|`` (SPEC 3)."""
 
     def diverged_at(self) -> np.ndarray:
-        """(R,) int: the step where a gradient or weight went non-finite, -1 if none."""
+        """(R,) int: the replica's own step where a gradient or weight went non-finite, -1 if none."""
 
     def test_error_sums(self) -> np.ndarray:
         """(R,) sums of the per-sample errors on the test set at the current ``W``."""
@@ -63,15 +65,19 @@ class ReplicaState(Protocol):
         """Drop the live replicas where ``keep`` (R,) bool is False."""
 
 
-def replica_state(device: str, codes: tuple, optimizer: Optimizer, instance: Instance, W0: np.ndarray,
-                  record_jumps: int) -> ReplicaState:
+def replica_state(device: str, codes: tuple, parts: tuple, instance: Instance, instance_of: np.ndarray,
+                  W0: np.ndarray, record_jumps: int) -> ReplicaState:
     """The replica state on ``device`` (``cpu`` or ``cuda``). ``codes``: the model's kernel codes
-    (:attr:`phaseret.models.Model.kernel_codes`); ``W0`` (R, d, p) the starts; ``record_jumps``:
-    the most steps whose gradient jumps are recorded (0: none)."""
+    (:attr:`phaseret.models.Model.kernel_codes`); ``parts``: the batch's parts; ``instance_of``
+    (R,) the index of each replica's data in ``instance`` (0 for a shared landscape); ``W0``
+    (R, d, p) the starts; ``record_jumps``: the most steps whose gradient jumps are recorded
+    (0: none). The CUDA backend takes one part whose replicas each have their own data."""
     if device == "cuda":
         from .cuda import CudaReplicas
 
-        return CudaReplicas(codes, optimizer, instance, W0, record_jumps)
+        if len(parts) != 1 or (instance.X.ndim == 3 and not np.array_equal(instance_of, np.arange(len(W0)))):
+            raise ValueError("configs: the cuda backend runs one optimizer per replica batch, one instance per replica")
+        return CudaReplicas(codes, parts[0].optimizer, instance, W0, record_jumps)
     from .cpu import CpuReplicas
 
-    return CpuReplicas(codes, optimizer, instance, W0, record_jumps)
+    return CpuReplicas(codes, parts, instance, instance_of, W0, record_jumps)

@@ -3,7 +3,8 @@
 Products: BLAS ``Lambda^T = W X^T`` and ``G = D^T X`` around the Numba per-sample kernel
 (residual, derivative, batch mask, loss and error in one pass over ``Lambda``;
 :func:`phaseret.kernels.derivative.replica_factors`). All replicas of a ``shared`` landscape
-go through one matrix-matrix product; a ``per-seed`` replica uses its own ``X``. A single
+go through one matrix-matrix product; in the ``per-seed`` landscape the replicas of one seed
+(its optimizers) share that seed's ``X`` and its product. A single
 float64 column (one replica with one unit, or each replica of a per-seed batch with d = 1)
 instead goes through :func:`phaseret.kernels.column.column_step`, which reads each row of
 ``X`` once for both passes; in float32 it lost to BLAS, so float32 keeps BLAS.
@@ -15,7 +16,6 @@ import numpy as np
 
 from .. import sphere
 from ..kernels import column, derivative, maxima
-from ..optim import Optimizer
 from . import Instance
 
 #: The backward product skips the rows outside every batch when they are more than a quarter
@@ -29,19 +29,21 @@ SUBSET_COLUMNS = 64
 class CpuProducts:
     """Numba/BLAS gradients and sums of one instance.
 
-    ``X`` is (n, p) for a shared landscape or (R, n, p) with one instance per replica,
-    ``t`` the targets (n,) or (R, n); the arrays' dtype is the step's dtype.
+    ``X`` is (n, p) for a shared landscape or (S, n, p) with one instance per seed, ``t`` the
+    targets (n,) or (S, n); the arrays' dtype is the step's dtype. ``instance_of`` (R0,) gives each
+    original replica's instance; the replicas that see one instance go through one product.
     """
 
-    def __init__(self, codes: tuple, X: np.ndarray, t: np.ndarray):
+    def __init__(self, codes: tuple, X: np.ndarray, t: np.ndarray, instance_of: np.ndarray):
         self.shared = X.ndim == 2
         self.X, self.t = X, t
         self.n = X.shape[-2]
+        self.instance_of = instance_of
         self._codes = codes
 
     def step(self, W: np.ndarray, mask: np.ndarray | None, replicas: np.ndarray) -> tuple:
-        """Gradients (R, d, p), loss sums (R,), error sums (R,) of the live ``replicas`` (indices into
-        the instance's replicas); ``mask`` (R, n) bool marks each batch, None for all rows."""
+        """Gradients (R, d, p), loss sums (R,), error sums (R,) of the original ``replicas`` (R,) at
+        ``W`` (R, d, p); ``mask`` (R, n) bool marks each batch, None for all rows."""
         R, d, p = W.shape
         if mask is None:
             mask = np.ones((R, self.n), dtype=bool)
@@ -49,9 +51,10 @@ class CpuProducts:
             return self._products(self.X, W, self.t, mask)
         G = np.empty_like(W)
         losses, errors = np.empty(R), np.empty(R)
-        for i, r in enumerate(replicas):
-            G[i : i + 1], losses[i : i + 1], errors[i : i + 1] = self._products(
-                self.X[r], W[i : i + 1], self.t[r], mask[i : i + 1])
+        instances = self.instance_of[replicas]
+        for instance in np.unique(instances):
+            rows = np.flatnonzero(instances == instance)
+            G[rows], losses[rows], errors[rows] = self._products(self.X[instance], W[rows], self.t[instance], mask[rows])
         return G, losses, errors
 
     def _products(self, X, W, t, mask):
@@ -70,45 +73,78 @@ class CpuProducts:
 
 
 class CpuReplicas:
-    """The replica state on the CPU (:class:`phaseret.backends.ReplicaState`): NumPy arrays, the
-    products of :class:`CpuProducts`."""
+    """The replica state on the CPU (:class:`phaseret.backends.ReplicaState`): NumPy arrays over the
+    live replicas in their original order, so each part's live replicas are consecutive rows; one
+    call of :class:`CpuProducts` serves every part that takes a step."""
 
-    def __init__(self, codes: tuple, optimizer: Optimizer, instance: Instance, W0: np.ndarray, record_jumps: int):
-        self.optimizer = optimizer
-        self.train = CpuProducts(codes, instance.X, instance.t)
-        self.test = CpuProducts(codes, instance.X_test, instance.t_test)
-        self.W = W0
+    def __init__(self, codes: tuple, parts: tuple, instance: Instance, instance_of: np.ndarray, W0: np.ndarray,
+                 record_jumps: int):
+        self.parts = parts
+        self.train = CpuProducts(codes, instance.X, instance.t, instance_of)
+        self.test = CpuProducts(codes, instance.X_test, instance.t_test, instance_of)
+        self.W = W0.copy()
+        self.G = np.zeros_like(W0)
         self.live = np.arange(len(W0))
-        self.steps_per_epoch = optimizer.selector.steps_per_epoch
-        self.state = optimizer.rule.init(W0)
+        self.states = [part.optimizer.rule.init(W0[part.span.start : part.span.stop]) for part in parts]
         self._ema = np.full((len(W0), 2), np.nan)  # (tangent, raw) per live replica
         self._diverged_at = np.full(len(W0), -1)
         self.jumps = [[] for _ in range(len(W0))] if record_jumps else None
-        self.previous_G = None
-        self.G = None
+        self.previous_G = np.zeros_like(W0) if record_jumps else None
+        self.taking: list[int] = []  # the parts that take the current step
 
-    def gradients(self, step: int, measure: bool):
-        masks = self.optimizer.selector.select(step, self.live)
-        self.G, losses, errors = self.train.step(self.W, masks, self.live)
+    def _rows(self, k: int) -> slice:
+        """Part ``k``'s live replicas as rows of the live arrays."""
+        span = self.parts[k].span
+        return slice(*np.searchsorted(self.live, [span.start, span.stop]))
+
+    def gradients(self, epoch: int, j: int, measure: bool):
+        spans = {k: self._rows(k) for k, part in enumerate(self.parts) if j < part.steps_per_epoch}
+        self.taking = [k for k, span in spans.items() if span.stop > span.start]
+        if not self.taking:
+            return None
+        rows, masks = [], []
+        for k in self.taking:
+            part, span = self.parts[k], spans[k]
+            local = self.live[span] - part.span.start
+            mask = part.optimizer.selector.select(epoch * part.steps_per_epoch + j, local)
+            rows.append(np.arange(span.start, span.stop))
+            masks.append(np.ones((len(local), self.train.n), dtype=bool) if mask is None and len(self.taking) > 1 else mask)
+        rows = np.concatenate(rows)
+        mask = masks[0] if len(masks) == 1 else np.concatenate(masks)
+        everyone = len(rows) == len(self.live)
+        G, losses, errors = self.train.step(self.W if everyone else self.W[rows], mask, self.live[rows])
+        if everyone:
+            self.G = G
+        else:
+            self.G[rows] = G
         return (losses, errors) if measure else None
 
-    def update(self, step: int) -> None:
-        o, G = self.optimizer, self.G
-        measured = maxima.gradient_maxima(G, self.W, o.projection)  # (tangent, raw) per replica
-        self._ema = maxima.ema_update(self._ema, measured)
-        if self.jumps is not None:
-            for i, r in enumerate(self.live):
-                jump = 0.0 if self.previous_G is None else float(np.linalg.norm(G[i] - self.previous_G[i]))
-                self.jumps[r].append(jump)
-            self.previous_G = G.copy()
-        delta, self.state = o.rule.step(G, self.state, o.step_size)
-        self.W = self.W + delta
-        if o.noise is not None:
-            self.W = o.noise.add(self.W, self.live, step, o.step_size)
-        if o.projection:
-            self.W = sphere.project(self.W)
-        diverged = ~np.isfinite(measured[:, 1]) | ~np.all(np.isfinite(self.W), axis=(1, 2))
-        self._diverged_at[diverged & (self._diverged_at < 0)] = step
+    def update(self, epoch: int, j: int) -> None:
+        for k in self.taking:
+            part, rows = self.parts[k], self._rows(k)
+            o, G, W = part.optimizer, self.G[rows], self.W[rows]
+            step = epoch * part.steps_per_epoch + j
+            measured = maxima.gradient_maxima(G, W, o.projection)  # (tangent, raw) per replica
+            self._ema[rows] = maxima.ema_update(self._ema[rows], measured)
+            if self.jumps is not None:
+                self._record_jumps(rows, G)
+            delta, self.states[k] = o.rule.step(G, self.states[k], o.step_size)
+            W = W + delta
+            if o.noise is not None:
+                W = o.noise.add(W, self.live[rows] - part.span.start, step, o.step_size)
+            if o.projection:
+                W = sphere.project(W)
+            self.W[rows] = W
+            diverged = ~np.isfinite(measured[:, 1]) | ~np.all(np.isfinite(W), axis=(1, 2))
+            at = self._diverged_at[rows]
+            at[diverged & (at < 0)] = step
+
+    def _record_jumps(self, rows: slice, G: np.ndarray) -> None:
+        """Append ``|g_t - g_{t-1}|_F`` (0 at a replica's first step) to the records of ``rows``."""
+        for i, r in enumerate(self.live[rows]):
+            previous = self.previous_G[rows][i]
+            self.jumps[r].append(float(np.linalg.norm(G[i] - previous)) if self.jumps[r] else 0.0)
+        self.previous_G[rows] = G
 
     def weights(self) -> np.ndarray:
         return self.W
@@ -129,9 +165,11 @@ class CpuReplicas:
     def keep(self, keep: np.ndarray) -> None:
         if keep.all():
             return
+        for k, state in enumerate(self.states):
+            kept = keep[self._rows(k)]
+            self.states[k] = type(state)(*(s[kept] if isinstance(s, np.ndarray) else s for s in state))
         self.live = self.live[keep]
         self.W, self.G = self.W[keep], self.G[keep]
         self._ema, self._diverged_at = self._ema[keep], self._diverged_at[keep]
-        self.state = type(self.state)(*(s[keep] if isinstance(s, np.ndarray) else s for s in self.state))
         if self.previous_G is not None:
             self.previous_G = self.previous_G[keep]

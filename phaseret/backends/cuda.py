@@ -140,13 +140,15 @@ class CudaReplicas:
 
     # --- one step ----------------------------------------------------------------------------
 
-    def gradients(self, step: int, measure: bool):
+    def gradients(self, epoch: int, j: int, measure: bool):
+        step = epoch * self.steps_per_epoch + j
         lo, hi = self.batches.select(step, self.live, self.originals)
         self.train.forward(self.W, self.originals, self.batches.batch, lo, hi)
         self.train.backward(self.originals, self.G)
         return self.train.sums(len(self.live)) if measure else None
 
-    def update(self, step: int) -> None:
+    def update(self, epoch: int, j: int) -> None:
+        step = epoch * self.steps_per_epoch + j
         o, rule = self.optimizer, self.optimizer.rule
         R, d, p = self.W.shape
         if self.jumps is not None:
