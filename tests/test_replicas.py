@@ -140,51 +140,62 @@ def test_study_groups_are_deterministic_and_memory_bounded():
     assert group_seeds(validate(alpha=2.0, p=64), optimizers=40) == 1
 
 
-#: One column's pass on fixed data, printed to full precision; run in this process and in one
+#: A panel's pass on fixed data, printed to full precision; run in this process and in one
 #: started with NUMBA_NUM_THREADS=1 (as Dask workers are), the outputs must be bit-identical.
-_COLUMN_SCRIPT = """
+_PANEL_SCRIPT = """
 import numpy as np
-from phaseret.kernels import column
+from phaseret.kernels import panel
 from phaseret.models import Model
 rng = np.random.default_rng(1)
-n, p = 8 * column.COLUMN_CHUNK + 3, 33
-X, w, t = rng.standard_normal((n, p)) / np.sqrt(p), rng.standard_normal(p), rng.standard_normal(n)
-mask = rng.random(n) < 0.5
+n, p, k = 8 * panel.CHUNK + 3, 33, 6
+X, W, t = rng.standard_normal((n, p)) / np.sqrt(p), rng.standard_normal((k, p)), rng.standard_normal(n)
+mask = rng.random((k, n)) < 0.5
 for model in ("pr-quadratic", "door-logistic"):
     m = Model(model, 1, 1e-3)
     target = m.targets(np.sign(t) if m.task == "symmetric-door" else t)
-    g, loss, error = column.column_step(X, w, target, mask, *m.kernel_codes)
-    print(model, g.tobytes().hex(), repr(loss), repr(error))
+    for dtype in ("float64", "float32"):
+        args = [a.astype(dtype) for a in (X, W, target)]
+        g, loss, error = panel.panel_step(*args, mask, np.empty((panel.chunks(n), k, p), dtype), *m.kernel_codes)
+        print(model, dtype, g.tobytes().hex(), loss.tobytes().hex(), error.tobytes().hex())
 """
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("columns", [1, 3, 6])
 @pytest.mark.parametrize("model", ["pr-quadratic", "pr-absolute", "door-square", "door-logistic"])
-def test_one_column_pass_equals_the_two_products(model):
-    """``column.column_step`` (one float64 column, each row read once) against BLAS around
-    ``replica_factors``: n = 2 chunks + 3 rows (a ragged last block of four), half the rows in the batch."""
-    from phaseret.kernels import column, derivative
+def test_a_panel_pass_equals_the_two_products(model, columns, dtype):
+    """``panel.panel_step`` (each row of X read once for both passes) against BLAS around
+    ``replica_factors``: n = 2 chunks + 3 rows (a ragged last block of four rows), one, three and
+    six columns (a ragged block of four columns), each replica's own half of the rows, a stale
+    workspace (it must be cleared)."""
+    from phaseret.kernels import derivative, panel
     from phaseret.models import Model
 
     rng = np.random.default_rng(1)
-    n, p = 2 * column.COLUMN_CHUNK + 3, 33
-    X, w = rng.standard_normal((n, p)) / np.sqrt(p), rng.standard_normal(p)
+    n, p = 2 * panel.CHUNK + 3, 33
+    X, W = rng.standard_normal((n, p)) / np.sqrt(p), rng.standard_normal((columns, p))
     m = Model(model, 1, 1e-3)
     t = m.targets(np.sign(rng.standard_normal(n)) if m.task == "symmetric-door" else rng.standard_normal(n))
-    mask = rng.random(n) < 0.5
-    Dt, loss, error = derivative.replica_factors((X @ w)[None], t, mask[None], 1, *m.kernel_codes)
-    g, column_loss, column_error = column.column_step(X, w, t, mask, *m.kernel_codes)
-    np.testing.assert_allclose(g, (Dt @ X)[0], rtol=1e-12, atol=1e-14 * np.abs(g).max())
-    np.testing.assert_allclose([column_loss, column_error], [loss[0], error[0]], rtol=1e-12)
+    mask = rng.random((columns, n)) < 0.5
+    X, W, t = (a.astype(dtype) for a in (X, W, t))
+    Dt, loss, error = derivative.replica_factors(W @ X.T, t, mask, 1, *m.kernel_codes)
+    stale = np.full((panel.chunks(n), columns, p), 7.0, dtype=dtype)
+    g, panel_loss, panel_error = panel.panel_step(X, W, t, mask, stale, *m.kernel_codes)
+    assert g.dtype == np.dtype(dtype)
+    rtol = 1e-12 if dtype == "float64" else 2e-5
+    np.testing.assert_allclose(g, Dt @ X, rtol=rtol, atol=rtol * np.abs(g).max())
+    np.testing.assert_allclose(panel_loss, loss, rtol=rtol)
+    np.testing.assert_allclose(panel_error, error, rtol=rtol)
 
 
-def test_one_column_pass_does_not_depend_on_the_thread_count():
+def test_a_panel_pass_does_not_depend_on_the_thread_count():
     """Dask workers run with NUMBA_NUM_THREADS=1; a study must give the same bits there as in-process."""
     import os
     import subprocess
     import sys
 
     outputs = [
-        subprocess.run([sys.executable, "-c", _COLUMN_SCRIPT], capture_output=True, text=True, check=True,
+        subprocess.run([sys.executable, "-c", _PANEL_SCRIPT], capture_output=True, text=True, check=True,
                        env={**os.environ, "NUMBA_NUM_THREADS": threads}).stdout
         for threads in ("1", "2")
     ]

@@ -4,10 +4,10 @@ Products: BLAS ``Lambda^T = W X^T`` and ``G = D^T X`` around the Numba per-sampl
 (residual, derivative, batch mask, loss and error in one pass over ``Lambda``;
 :func:`phaseret.kernels.derivative.replica_factors`). All replicas of a ``shared`` landscape
 go through one matrix-matrix product; in the ``per-seed`` landscape the replicas of one seed
-(its optimizers) share that seed's ``X`` and its product. A single
-float64 column (one replica with one unit, or each replica of a per-seed batch with d = 1)
-instead goes through :func:`phaseret.kernels.column.column_step`, which reads each row of
-``X`` once for both passes; in float32 it lost to BLAS, so float32 keeps BLAS.
+(its optimizers) share that seed's ``X`` and its product. Up to
+:data:`~phaseret.kernels.panel.PANEL_COLUMNS` replicas with one unit each instead go through
+:func:`phaseret.kernels.panel.panel_step`, which reads each row of ``X`` once for both passes
+(OpenBLAS is slow for skinny products).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import sphere
-from ..kernels import column, derivative, maxima
+from ..kernels import derivative, maxima, panel
 from . import Instance
 
 #: The backward product skips the rows outside every batch when they are more than a quarter
@@ -40,6 +40,7 @@ class CpuProducts:
         self.n = X.shape[-2]
         self.instance_of = instance_of
         self._codes = codes
+        self._workspace = np.empty(0, dtype=X.dtype)  # panel_step's per-chunk gradients, reused
 
     def step(self, W: np.ndarray, mask: np.ndarray | None, replicas: np.ndarray) -> tuple:
         """Gradients (R, d, p), loss sums (R,), error sums (R,) of the original ``replicas`` (R,) at
@@ -59,9 +60,13 @@ class CpuProducts:
 
     def _products(self, X, W, t, mask):
         R, d, p = W.shape
-        if R * d == 1 and X.dtype == np.float64:  # one column: one pass over X beats two BLAS products
-            g, loss, error = column.column_step(X, W[0, 0], t, mask[0], *self._codes)
-            return g.reshape(1, 1, p), np.array([loss]), np.array([error])
+        if d == 1 and R <= panel.PANEL_COLUMNS:  # a few columns: one pass over X beats two BLAS products
+            size = panel.chunks(self.n) * R * p
+            if self._workspace.size < size:  # a fresh large array per call cost more than the pass
+                self._workspace = np.empty(size, dtype=X.dtype)
+            work = self._workspace[:size].reshape(-1, R, p)
+            g, losses, errors = panel.panel_step(X, W.reshape(R, p), t, mask, work, *self._codes)
+            return g.reshape(R, 1, p), losses, errors
         Lam_t = W.reshape(R * d, p) @ X.T
         Dt, losses, errors = derivative.replica_factors(Lam_t, t, mask, d, *self._codes)
         rows = np.flatnonzero(mask.any(axis=0)) if R * d >= SUBSET_COLUMNS else None
