@@ -213,12 +213,12 @@ def run_study(
         resolve(backend)  # refuses cuda where no GPU is visible, before any work
     if slurm is not None and shutil.which("sbatch") is None:
         raise ValueError("slurm: no `sbatch` on PATH; --slurm starts workers as SLURM jobs and needs a SLURM cluster")
+    groups = study.groups()
     if scheduler is None and slurm is None:  # local processes: this machine's memory
-        sizes.check_fits(study.groups(), workers)
+        groups = sizes.fit(groups, workers)
     with results.folder_lock(out_dir, wait), stop_signals() as interrupt:
         results.claim_folder(study, out_dir)
         results.remove_stale_temporaries(out_dir)  # left by a writer that died; only the lock's holder writes
-        groups = study.groups()
         grid = study.grid
         pending = [g for g in groups if any(results.read_cell(out_dir, c, grid) is None for c in g)]
         done = len(study.cells) - sum(len(g) for g in pending)

@@ -55,22 +55,42 @@ def available_bytes() -> int | None:
         return None
 
 
-def check_fits(groups: list[tuple], workers: int) -> None:
-    """Refuse, before any work, a group that cannot fit in this machine's memory shared by ``workers``
-    local processes; the message names the group, the bytes needed and available, and what to change."""
+def fit(groups: list[tuple], workers: int) -> list[tuple]:
+    """The groups as they run on this machine, whose memory is shared by ``workers`` local processes.
+
+    A ``per-seed`` group that does not fit runs as several groups of consecutive seeds (each
+    seed with all its optimizers): its replicas of one seed share nothing with another seed's,
+    so the results are bit-identical to the whole group's (SPEC 7's equality holds on any
+    machine). A group that still cannot fit (one seed too large, or a ``shared`` landscape) is
+    refused before any work; the message names the group, the bytes needed and available, and
+    what to change."""
     available = available_bytes()
     if available is None:
-        return
+        return list(groups)
     share = available // max(1, workers)
+    fitted = []
     for group in groups:
-        seeds = len({cell.seed for cell in group})
-        parts = group_bytes(group[0].config, len(group), seeds, "hessian" in group[0].record)
-        needed = sum(parts.values())
+        seeds = sorted({cell.seed for cell in group})
+        per_seed = len(group) // len(seeds)
+        size = len(seeds)
+        if group[0].config.landscape == "per-seed":
+            while size > 1 and _needed(group, size * per_seed, size) > share:
+                size -= 1
+        needed = _needed(group, size * per_seed, size)
         if needed > share:
+            parts = group_bytes(group[0].config, size * per_seed, size, "hessian" in group[0].record)
             detail = ", ".join(f"{name} {_size(b)}" for name, b in parts.items())
-            raise ValueError(f"p, alpha: the group {group[0].name} ({len(group)} runs, {seeds} seeds) needs about {_size(needed)} "
-                             f"({detail}) but {_size(share)} is available to each of {workers} worker(s); lower p or "
-                             "alpha, or run on a machine with more memory")
+            raise ValueError(f"p, alpha: the group {group[0].name} ({size * per_seed} runs, {size} seeds) needs about "
+                             f"{_size(needed)} ({detail}) but {_size(share)} is available to each of {workers} "
+                             "worker(s); lower p or alpha, or run on a machine with more memory")
+        for first in range(0, len(seeds), size):
+            batch = set(seeds[first : first + size])
+            fitted.append(tuple(cell for cell in group if cell.seed in batch))
+    return fitted
+
+
+def _needed(group: tuple, replicas: int, seeds: int) -> int:
+    return sum(group_bytes(group[0].config, replicas, seeds, "hessian" in group[0].record).values())
 
 
 def _size(count: int) -> str:

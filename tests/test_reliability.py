@@ -207,6 +207,31 @@ def test_signals_stop_cleanly_and_a_rerun_resumes(tmp_path, signum, code, extra)
     same_results(open_result(out), open_result(tmp_path / "calm"))
 
 
+def test_a_per_seed_group_too_large_for_the_machine_runs_seed_by_seed_with_the_same_bits(tmp_path, monkeypatch):
+    """Memory decides how a per-seed group is cut, never what it computes: a seed's replicas share
+    nothing with another seed's, so the split run equals the whole-group run bit for bit."""
+    from phaseret import sizes
+
+    table = {"name": "tiny", "p": 24, "alpha": [3.0], "seeds": 4, "max_epochs": 150,
+             "optimizer": [{"algorithm": "gd"}, {"algorithm": "p-sgd", "update": "nesterov"}]}
+    study = build_study(table)
+    assert [len(g) for g in study.groups()] == [8]
+    whole = sum(sizes.group_bytes(study.cells[0].config, 8, 4).values())
+    two_seeds = sum(sizes.group_bytes(study.cells[0].config, 4, 2).values())
+    monkeypatch.setattr(sizes, "available_bytes", lambda: two_seeds)
+    split = sizes.fit(study.groups(), 1)
+    assert [sorted({c.seed for c in g}) for g in split] == [[0, 1], [2, 3]] and all(len(g) == 4 for g in split)
+    runner.run_study(study, tmp_path / "split", progress=False)
+    monkeypatch.setattr(sizes, "available_bytes", lambda: 2**40)
+    runner.run_study(study, tmp_path / "whole", progress=False)
+    same_results(open_result(tmp_path / "split"), open_result(tmp_path / "whole"))
+    shared = build_study(table | {"landscape": "shared"})
+    shared_bytes = sum(sizes.group_bytes(shared.cells[0].config, 8, 4).values())
+    monkeypatch.setattr(sizes, "available_bytes", lambda: shared_bytes - 1)  # one X: cutting seeds would not help
+    with pytest.raises(ValueError, match=r"^p, alpha: the group gd__p24_h1_a3_s0 \(8 runs, 4 seeds\) needs about"):
+        sizes.fit(shared.groups(), 1)
+
+
 def test_a_group_too_large_for_the_machine_is_refused_before_any_file(tmp_path, capsys):
     path = tmp_path / "huge.toml"
     path.write_text('name = "huge"\np = 1000000\nalpha = 2.0\nmax_epochs = 10\n[[optimizer]]\nalgorithm = "gd"\n')
