@@ -214,8 +214,11 @@ def run_study(
     if slurm is not None and shutil.which("sbatch") is None:
         raise ValueError("slurm: no `sbatch` on PATH; --slurm starts workers as SLURM jobs and needs a SLURM cluster")
     groups = study.groups()
-    if scheduler is None and slurm is None:  # local processes: this machine's memory
-        groups = sizes.fit(groups, workers)
+    if slurm is not None:
+        groups = sizes.fit(groups, slurm_worker_bytes(slurm), f"each SLURM worker's memory (--slurm-memory {slurm.memory} "
+                                                           f"over {slurm.cores} core(s))")
+    elif scheduler is None:  # local processes: this machine's memory
+        groups = sizes.fit(groups, *sizes.local_share(workers))
     with results.folder_lock(out_dir, wait), stop_signals() as interrupt:
         results.claim_folder(study, out_dir)
         results.remove_stale_temporaries(out_dir)  # left by a writer that died; only the lock's holder writes
@@ -264,6 +267,8 @@ def _execute(groups, out_dir, grid, workers, scheduler, slurm, interrupt, tracke
     from distributed import as_completed
 
     with _client(workers, scheduler, slurm) as client:
+        if scheduler is not None:  # an existing cluster: its workers' memory limits, known once connected
+            groups = sizes.fit(groups, smallest_worker_bytes(client), f"the smallest memory limit of the workers at {scheduler}")
         client.subscribe_topic(PROGRESS_TOPIC, lambda event: tracker.advance(*event[1]))
         keys = {}
         futures = []
@@ -344,6 +349,22 @@ def _client(workers: int, scheduler: str | None, slurm: SlurmOptions | None):
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def slurm_worker_bytes(options: SlurmOptions) -> int:
+    """The memory of each SLURM worker: the job's memory over its single-threaded workers."""
+    from dask.utils import parse_bytes
+
+    try:
+        return parse_bytes(options.memory) // max(1, options.cores)
+    except ValueError:
+        raise ValueError(f"slurm-memory: {options.memory!r} is not a size such as 4GB") from None
+
+
+def smallest_worker_bytes(client) -> int | None:
+    """The smallest memory limit among a Dask cluster's workers (None when none is set)."""
+    limits = [w.get("memory_limit") or 0 for w in client.scheduler_info().get("workers", {}).values()]
+    return min((limit for limit in limits if limit > 0), default=None)
 
 
 def slurm_cluster(options: SlurmOptions):

@@ -55,8 +55,15 @@ def available_bytes() -> int | None:
         return None
 
 
-def fit(groups: list[tuple], workers: int) -> list[tuple]:
-    """The groups as they run on this machine, whose memory is shared by ``workers`` local processes.
+def local_share(workers: int) -> tuple[int | None, str]:
+    """The memory each of ``workers`` local processes can use, and how to name it in a message."""
+    available = available_bytes()
+    return (None if available is None else available // max(1, workers)), f"available to each of {workers} worker(s)"
+
+
+def fit(groups: list[tuple], share: int | None, where: str) -> list[tuple]:
+    """The groups as they run where each worker has ``share`` bytes (None: unknown, no check);
+    ``where`` names that memory in a message (``"available to each of 2 worker(s)"``).
 
     A ``per-seed`` group that does not fit runs as several groups of consecutive seeds (each
     seed with all its optimizers): its replicas of one seed share nothing with another seed's,
@@ -64,10 +71,8 @@ def fit(groups: list[tuple], workers: int) -> list[tuple]:
     machine). A group that still cannot fit (one seed too large, or a ``shared`` landscape) is
     refused before any work; the message names the group, the bytes needed and available, and
     what to change."""
-    available = available_bytes()
-    if available is None:
+    if share is None:
         return list(groups)
-    share = available // max(1, workers)
     fitted = []
     for group in groups:
         seeds = sorted({cell.seed for cell in group})
@@ -81,8 +86,8 @@ def fit(groups: list[tuple], workers: int) -> list[tuple]:
             parts = group_bytes(group[0].config, size * per_seed, size, "hessian" in group[0].record)
             detail = ", ".join(f"{name} {_size(b)}" for name, b in parts.items())
             raise ValueError(f"p, alpha: the group {group[0].name} ({size * per_seed} runs, {size} seeds) needs about "
-                             f"{_size(needed)} ({detail}) but {_size(share)} is available to each of {workers} "
-                             "worker(s); lower p or alpha, or run on a machine with more memory")
+                             f"{_size(needed)} ({detail}) but {_size(share)} is {where}; lower p or alpha, or "
+                             "run with more memory")
         for first in range(0, len(seeds), size):
             batch = set(seeds[first : first + size])
             fitted.append(tuple(cell for cell in group if cell.seed in batch))

@@ -187,5 +187,5 @@ def test_dense_hessians_that_do_not_fit_in_memory_are_refused_before_any_work(mo
     groups = build_study(table).groups()
     monkeypatch.setattr(sizes, "available_bytes", lambda: 400 * 2**20)
     with pytest.raises(ValueError, match=r"needs about .*Hessians 600 MiB.* but 400 MiB is available"):
-        sizes.fit(groups, 1)
-    sizes.fit(build_study(table | {"record": {}}).groups(), 1)  # without the Hessians it fits
+        sizes.fit(groups, *sizes.local_share(1))
+    sizes.fit(build_study(table | {"record": {}}).groups(), *sizes.local_share(1))  # without the Hessians it fits

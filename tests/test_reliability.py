@@ -219,7 +219,7 @@ def test_a_per_seed_group_too_large_for_the_machine_runs_seed_by_seed_with_the_s
     whole = sum(sizes.group_bytes(study.cells[0].config, 8, 4).values())
     two_seeds = sum(sizes.group_bytes(study.cells[0].config, 4, 2).values())
     monkeypatch.setattr(sizes, "available_bytes", lambda: two_seeds)
-    split = sizes.fit(study.groups(), 1)
+    split = sizes.fit(study.groups(), *sizes.local_share(1))
     assert [sorted({c.seed for c in g}) for g in split] == [[0, 1], [2, 3]] and all(len(g) == 4 for g in split)
     runner.run_study(study, tmp_path / "split", progress=False)
     monkeypatch.setattr(sizes, "available_bytes", lambda: 2**40)
@@ -229,7 +229,35 @@ def test_a_per_seed_group_too_large_for_the_machine_runs_seed_by_seed_with_the_s
     shared_bytes = sum(sizes.group_bytes(shared.cells[0].config, 8, 4).values())
     monkeypatch.setattr(sizes, "available_bytes", lambda: shared_bytes - 1)  # one X: cutting seeds would not help
     with pytest.raises(ValueError, match=r"^p, alpha: the group gd__p24_h1_a3_s0 \(8 runs, 4 seeds\) needs about"):
-        sizes.fit(shared.groups(), 1)
+        sizes.fit(shared.groups(), *sizes.local_share(1))
+
+
+def test_the_memory_of_slurm_and_scheduler_workers_is_checked_before_any_work():
+    from phaseret.runner import SlurmOptions, slurm_worker_bytes, smallest_worker_bytes
+
+    assert slurm_worker_bytes(SlurmOptions(memory="8GB", cores=4)) == 2 * 10**9
+    with pytest.raises(ValueError, match="^slurm-memory: 'lots' is not a size"):
+        slurm_worker_bytes(SlurmOptions(memory="lots"))
+
+    class Client:  # what Client.scheduler_info() reports: 0 where a worker has no limit
+        def scheduler_info(self):
+            return {"workers": {"a": {"memory_limit": 3 * 2**30}, "b": {"memory_limit": 2**30}, "c": {"memory_limit": 0}}}
+
+    assert smallest_worker_bytes(Client()) == 2**30
+
+
+@requires_dask
+def test_a_study_too_large_for_the_workers_of_a_scheduler_is_refused(tmp_path, capsys):
+    from distributed import LocalCluster
+
+    path = tmp_path / "big.toml"
+    path.write_text('name = "big"\np = 1024\nalpha = 8.0\nseeds = 2\nmax_epochs = 10\n[[optimizer]]\nalgorithm = "gd"\n')
+    with LocalCluster(n_workers=1, threads_per_worker=1, memory_limit="40MB", dashboard_address=":0") as cluster:
+        code = main(["run", str(path), "--scheduler", cluster.scheduler_address, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "the group gd__p1024_h1_a8_s0 (1 runs, 1 seeds) needs about" in err
+    assert "the smallest memory limit of the workers at tcp://" in err
+    assert not list((tmp_path / "out" / "cells").glob("*.nc"))
 
 
 def test_a_group_too_large_for_the_machine_is_refused_before_any_file(tmp_path, capsys):
