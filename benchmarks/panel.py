@@ -20,6 +20,7 @@ from phaseret.kernels import derivative, panel
 from phaseret.models import Model
 
 N, P = 2048, 1024
+COLUMNS = (1, 2, 4, 6, 8, 10, 16, 32)
 
 
 def blas_step(X, W, t, mask, codes):
@@ -45,7 +46,7 @@ def main() -> None:
     print(f"{'dtype':>8} {'columns':>8} | {'panel':>7} {'BLAS':>7} {'ratio':>6}")
     print("-" * 44)
     for dtype in ("float32", "float64"):
-        for k in (1, 2, 4, 6, 8, 10, 16, 32):
+        for k in COLUMNS:
             X = (rng.standard_normal((N, P)) / np.sqrt(P)).astype(dtype)
             W = rng.standard_normal((k, P)).astype(dtype)
             t = model.targets(rng.standard_normal(N) ** 2).astype(dtype)
