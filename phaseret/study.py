@@ -109,18 +109,23 @@ class Study:
         batches of consecutive seeds (:func:`group_seeds`); inside a group the cells go by optimizer,
         then seed."""
         landscapes: dict[str, list[Cell]] = {}
+        keys: dict[tuple, str] = {}  # the cells of one (optimizer, p, hidden, alpha) differ only in seed
         for cell in self.cells:
-            landscapes.setdefault(_landscape_key(cell), []).append(cell)
+            point = (cell.optimizer, cell.p, cell.hidden, cell.alpha)
+            key = keys.get(point) or keys.setdefault(point, _landscape_key(cell))
+            landscapes.setdefault(key, []).append(cell)
         groups = []
         for cells in landscapes.values():
             optimizers = list(dict.fromkeys(cell.optimizer for cell in cells))
-            for block in (optimizers[i : i + MAX_OPTIMIZERS] for i in range(0, len(optimizers), MAX_OPTIMIZERS)):
+            for first in range(0, len(optimizers), MAX_OPTIMIZERS):
+                block = set(optimizers[first : first + MAX_OPTIMIZERS])
                 chosen = [cell for cell in cells if cell.optimizer in block]
-                seeds = sorted({cell.seed for cell in chosen})
                 size = group_seeds(chosen[0].config, len(block))
-                for first in range(0, len(seeds), size):
-                    batch = set(seeds[first : first + size])
-                    groups.append(tuple(cell for cell in chosen if cell.seed in batch))
+                position = {seed: i for i, seed in enumerate(sorted({cell.seed for cell in chosen}))}
+                batches: dict[int, list[Cell]] = {}
+                for cell in chosen:  # in the study's order: by optimizer, then seed
+                    batches.setdefault(position[cell.seed] // size, []).append(cell)
+                groups.extend(tuple(batches[i]) for i in sorted(batches))
         return groups
 
 
