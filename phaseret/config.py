@@ -25,7 +25,7 @@ NOISES = ("matched", "temperature")
 REFERENCE_ALGORITHMS = ("p-sgd", "sgd")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Stop:
     """Stopping thresholds of SPEC 6 and the success threshold."""
 
@@ -36,7 +36,7 @@ class Stop:
     success: float = 5e-3
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RunConfig:
     """One cell: the run keys and optimizer keys of SPEC 10 with their defaults."""
 

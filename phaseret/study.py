@@ -47,7 +47,7 @@ class StudyError(ValueError):
     """A study file that cannot run; the message names the file, the key and the reason."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Cell:
     """One run of a study: its coordinates and its validated configuration."""
 
