@@ -96,37 +96,31 @@ class CpuReplicas:
         self.jumps = [[] for _ in range(len(W0))] if record_jumps else None
         self.previous_G = np.zeros_like(W0) if record_jumps else None
         self.taking: list[int] = []  # the parts that take the current step
-
-    def _rows(self, k: int) -> slice:
-        """Part ``k``'s live replicas as rows of the live arrays."""
-        span = self.parts[k].span
-        return slice(*np.searchsorted(self.live, [span.start, span.stop]))
+        self.spans = [slice(part.span.start, part.span.stop) for part in parts]  # each part's live rows
 
     def gradients(self, epoch: int, j: int, measure: bool):
-        spans = {k: self._rows(k) for k, part in enumerate(self.parts) if j < part.steps_per_epoch}
-        self.taking = [k for k, span in spans.items() if span.stop > span.start]
+        self.taking = [k for k, part in enumerate(self.parts)
+                       if j < part.steps_per_epoch and self.spans[k].stop > self.spans[k].start]
         if not self.taking:
             return None
-        rows, masks = [], []
+        masks = []
         for k in self.taking:
-            part, span = self.parts[k], spans[k]
-            local = self.live[span] - part.span.start
-            mask = part.optimizer.selector.select(epoch * part.steps_per_epoch + j, local)
-            rows.append(np.arange(span.start, span.stop))
-            masks.append(np.ones((len(local), self.train.n), dtype=bool) if mask is None and len(self.taking) > 1 else mask)
-        rows = np.concatenate(rows)
-        mask = masks[0] if len(masks) == 1 else np.concatenate(masks)
-        everyone = len(rows) == len(self.live)
-        G, losses, errors = self.train.step(self.W if everyone else self.W[rows], mask, self.live[rows])
-        if everyone:
-            self.G = G
+            part, span = self.parts[k], self.spans[k]
+            masks.append(part.optimizer.selector.select(epoch * part.steps_per_epoch + j, self.live[span] - part.span.start))
+        if len(self.taking) == 1:
+            rows, mask = self.spans[self.taking[0]], masks[0]
         else:
-            self.G[rows] = G
+            spans = [self.spans[k] for k in self.taking]
+            rows = np.concatenate([np.arange(span.start, span.stop) for span in spans])
+            mask = np.concatenate([np.ones((span.stop - span.start, self.train.n), dtype=bool) if m is None else m
+                                   for span, m in zip(spans, masks)])
+        G, losses, errors = self.train.step(self.W[rows], mask, self.live[rows])
+        self.G[rows] = G
         return (losses, errors) if measure else None
 
     def update(self, epoch: int, j: int) -> None:
         for k in self.taking:
-            part, rows = self.parts[k], self._rows(k)
+            part, rows = self.parts[k], self.spans[k]
             o, G, W = part.optimizer, self.G[rows], self.W[rows]
             step = epoch * part.steps_per_epoch + j
             measured = maxima.gradient_maxima(G, W, o.projection)  # (tangent, raw) per replica
@@ -171,9 +165,11 @@ class CpuReplicas:
         if keep.all():
             return
         for k, state in enumerate(self.states):
-            kept = keep[self._rows(k)]
+            kept = keep[self.spans[k]]
             self.states[k] = type(state)(*(s[kept] if isinstance(s, np.ndarray) else s for s in state))
         self.live = self.live[keep]
+        bounds = np.searchsorted(self.live, [[part.span.start, part.span.stop] for part in self.parts])
+        self.spans = [slice(int(a), int(b)) for a, b in bounds]
         self.W, self.G = self.W[keep], self.G[keep]
         self._ema, self._diverged_at = self._ema[keep], self._diverged_at[keep]
         if self.previous_G is not None:
