@@ -49,11 +49,11 @@ def run_replicas(configs: list[RunConfig], grid=None, *, record_gradient_jumps: 
             jumps = reference_jumps() if jumps is None else jumps
             for i, record in zip(matched, jumps.records([reference_config(configs[i]) for i in matched])):
                 records[i] = record
-        batches = [configs] if device == "cpu" else [configs[span.start : span.stop] for span in parts_of(configs)]
+        spans = [range(len(configs))] if device == "cpu" else parts_of(configs)
         outcomes = []
-        for cells in batches:
-            batch = build_batch(cells, device, records[len(outcomes) : len(outcomes) + len(cells)], record_gradient_jumps,
-                                record_landscape)
+        for span in spans:
+            batch = build_batch(configs[span.start : span.stop], device, records[span.start : span.stop],
+                                record_gradient_jumps, record_landscape)
             outcomes += Engine(batch, grid, record_gradient_jumps, started, interrupt, progress).run()
         return outcomes
 

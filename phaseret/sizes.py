@@ -1,9 +1,9 @@
 """Memory a replica batch needs, estimated from its configuration before any work (SPEC 7 groups).
 
-A group of R replicas (S seeds, each with its optimizers) with d units, p inputs, n training and n_test test samples holds, in the
-step's dtype (itemsize s) unless said otherwise:
+A group of R replicas (S seeds, each with its optimizers) with d units, p inputs, n training and
+n_test test samples holds, in the step's dtype (itemsize s) unless said otherwise:
 
-* data: the float64 draws (n + n_test) p 8, once for a ``shared`` landscape, S times per seed,
+* data: the float64 draws (n + n_test) p 8, once for a ``shared`` landscape, once per seed (S times),
   plus their copy in the step's dtype when it is float32;
 * weights and optimizer state: R d p s times 8 (start, W, G, update, two moments, previous G, spare);
 * per-sample intermediates: R d (n + n_test) s twice (pre-activations and derivatives) and the
