@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -102,7 +103,7 @@ PROGRESS_TOPIC = "phaseret-progress"
 PROGRESS_EVERY = 0.5
 
 
-def budget(group: tuple[Cell, ...]) -> int:
+def budget(group: Sequence[Cell]) -> int:
     """A group's seed-epochs: the sum of its cells' budgets (the progress bar's unit)."""
     return sum(cell.config.max_epochs for cell in group)
 
@@ -150,7 +151,7 @@ class WorkerProgress:
             self.pending, self.last = 0, time.monotonic()
 
 
-def run_group(cells: tuple[Cell, ...], out_dir: str, grid, interrupt=None, progress=None) -> list[CellReport]:
+def run_group(cells: Sequence[Cell], out_dir: str, grid, interrupt=None, progress=None) -> list[CellReport]:
     """Run a group (the unit of work) as one replica batch and store its unfinished cells.
 
     A group with a missing cell runs whole, so the missing cell comes out bit-identical to
@@ -226,7 +227,7 @@ def run_study(
         pending = [g for g in groups if any(results.read_cell(out_dir, c, grid) is None for c in g)]
         done = len(study.cells) - sum(len(g) for g in pending)
         log.info("%s: %d cells, %d done, %d groups to run", study.name, len(study.cells), done, len(pending))
-        total = sum(budget((cell,)) for cell in study.cells)
+        total = budget(study.cells)
         finished = total - sum(budget(g) for g in pending)
         try:
             with tqdm(total=total, initial=finished, unit=" seed-epochs", unit_scale=True, disable=not progress,

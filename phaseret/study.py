@@ -9,12 +9,14 @@ grouped into units of work deterministically from the file (SPEC 7).
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import itertools
 import json
 import math
 import re
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -72,9 +74,69 @@ class Cell:
         return json.dumps(self.config.to_dict() | extra, sort_keys=True)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Block:
+    """One optimizer at one ``(p, hidden, alpha)``: the cells ``0 .. seeds-1`` that differ only in
+    their seed, kept as one configuration (seed 0) until a cell is asked for."""
+
+    config: RunConfig
+    seeds: int
+    record: tuple[str, ...] = ()
+
+    def cell(self, seed: int) -> Cell:
+        c = self.config
+        return Cell(c.optimizer_label, c.p, c.hidden, c.alpha, seed, dataclasses.replace(c, seed=seed), self.record)
+
+
+class Cells(Sequence):
+    """Cells built when they are asked for: spans ``(block, first seed, stop seed)`` in order.
+
+    A study's cells and each of its groups are such sequences, so a study of a million cells is
+    its few blocks until it runs (a :class:`Cell` costs about 13 us and 400 bytes to build); it
+    compares equal to any sequence of the same cells."""
+
+    __slots__ = ("spans", "_ends")
+
+    def __init__(self, spans):
+        self.spans = tuple(spans)
+        self._ends = tuple(itertools.accumulate(stop - first for _, first, stop in self.spans))
+
+    def __len__(self) -> int:
+        return self._ends[-1] if self._ends else 0
+
+    def __iter__(self):
+        for block, first, stop in self.spans:
+            for seed in range(first, stop):
+                yield block.cell(seed)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return tuple(self[i] for i in range(*index.indices(len(self))))
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"cell {index} of {len(self)}")
+        span = bisect.bisect_right(self._ends, index)
+        block, first, stop = self.spans[span]
+        return block.cell(stop - (self._ends[span] - index))
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Sequence) and len(self) == len(other) and all(a == b for a, b in zip(self, other))
+
+    def __hash__(self):
+        return hash(self.spans)
+
+    def __reduce__(self):
+        return Cells, (self.spans,)
+
+    def __repr__(self) -> str:
+        return f"Cells({len(self)} cells in {len(self.spans)} spans)"
+
+
 @dataclasses.dataclass(frozen=True)
 class Study:
-    """A validated study: its cells (in a fixed order), axes and trajectory grid."""
+    """A validated study: its cells (in a fixed order, built lazily from its blocks), axes and
+    trajectory grid."""
 
     name: str
     description: str
@@ -84,57 +146,54 @@ class Study:
     settings: dict  # the resolved study table (scale applied), for the results' attributes
     optimizers: tuple[str, ...]
     optimizer_settings: tuple[RunConfig, ...]  # one representative config per optimizer
-    cells: tuple[Cell, ...]
+    blocks: tuple[Block, ...]  # by optimizer, then (p, hidden, alpha) in the file's order
     seeds: int
     plot: dict = dataclasses.field(default_factory=dict)  # the checked [plot] table
     record: tuple[str, ...] = ()  # the [record] keys set to true
 
     @property
+    def cells(self) -> Cells:
+        """Every cell: by optimizer, then (p, hidden, alpha), then seed."""
+        return Cells((block, 0, block.seeds) for block in self.blocks)
+
+    @property
     def grid(self) -> np.ndarray:
         """One trajectory grid for the whole study, to its largest budget (SPEC 10)."""
-        return epoch_grid(max(cell.config.max_epochs for cell in self.cells))
+        return epoch_grid(max(block.config.max_epochs for block in self.blocks))
 
     def budgets(self) -> dict[tuple[str, int, int, float], int]:
         """``(optimizer, p, hidden, alpha) -> max_epochs`` of the study's cells, in the study's order."""
-        return {(c.optimizer, c.p, c.hidden, c.alpha): c.config.max_epochs for c in self.cells}
+        return {(c.optimizer_label, c.p, c.hidden, c.alpha): c.max_epochs for c in (b.config for b in self.blocks)}
 
     def axis(self, name: str) -> list:
         """The sorted values of ``p``, ``hidden`` or ``alpha`` over all cells."""
-        return sorted({getattr(cell, name) for cell in self.cells})
+        return sorted({getattr(block.config, name) for block in self.blocks})
 
-    def groups(self) -> list[tuple[Cell, ...]]:
+    def groups(self) -> list[Cells]:
         """Units of work and of writing, a deterministic function of the study (SPEC 7): the cells
         that share their data and budget (every run key but ``seed``; the baselines apart), all
         their optimizers together so that the replicas of one ``X`` share its products, cut into
         batches of consecutive seeds (:func:`group_seeds`); inside a group the cells go by optimizer,
-        then seed."""
-        landscapes: dict[str, list[Cell]] = {}
-        keys: dict[tuple, str] = {}  # the cells of one (optimizer, p, hidden, alpha) differ only in seed
-        for cell in self.cells:
-            point = (cell.optimizer, cell.p, cell.hidden, cell.alpha)
-            key = keys.get(point) or keys.setdefault(point, _landscape_key(cell))
-            landscapes.setdefault(key, []).append(cell)
+        then seed. Each group is a lazy :class:`Cells`."""
+        landscapes: dict[str, list[Block]] = {}
+        for block in self.blocks:
+            landscapes.setdefault(_landscape_key(block), []).append(block)
         groups = []
-        for cells in landscapes.values():
-            optimizers = list(dict.fromkeys(cell.optimizer for cell in cells))
-            for first in range(0, len(optimizers), MAX_OPTIMIZERS):
-                block = set(optimizers[first : first + MAX_OPTIMIZERS])
-                chosen = [cell for cell in cells if cell.optimizer in block]
-                size = group_seeds(chosen[0].config, len(block))
-                position = {seed: i for i, seed in enumerate(sorted({cell.seed for cell in chosen}))}
-                batches: dict[int, list[Cell]] = {}
-                for cell in chosen:  # in the study's order: by optimizer, then seed
-                    batches.setdefault(position[cell.seed] // size, []).append(cell)
-                groups.extend(tuple(batches[i]) for i in sorted(batches))
+        for blocks in landscapes.values():  # one block per optimizer: the same landscape means the same (p, hidden, alpha)
+            for first in range(0, len(blocks), MAX_OPTIMIZERS):
+                chosen = blocks[first : first + MAX_OPTIMIZERS]
+                size = group_seeds(chosen[0].config, len(chosen))
+                for start in range(0, max(b.seeds for b in chosen), size):
+                    groups.append(Cells((b, start, min(start + size, b.seeds)) for b in chosen if start < b.seeds))
         return groups
 
 
-def _landscape_key(cell: Cell) -> str:
+def _landscape_key(block: Block) -> str:
     """What the cells of one group share: every run key but ``seed``, what they record, and whether
     they are a baseline (baselines run one by one, apart from the replica engine)."""
-    c = cell.config
+    c = block.config
     keys = {k: v for k, v in c.to_dict().items() if k not in OPTIMIZER_KEYS and k != "seed"}
-    return json.dumps(keys | {"record": cell.record, "baseline": c.algorithm in BASELINES}, sort_keys=True)
+    return json.dumps(keys | {"record": block.record, "baseline": c.algorithm in BASELINES}, sort_keys=True)
 
 
 #: At most this many replicas advance together, and per-seed instances take at most this many
@@ -221,7 +280,7 @@ def _build_study(raw_table: dict, table: dict, scale: str, source: str, backend:
     record = _check_record(table.get("record", {}))
     plot = _check_plot(table.get("plot", {}))
 
-    cells, labels, settings = [], [], []
+    blocks, labels, settings = [], [], []
     for index, optimizer_table in enumerate(tables):
         where = f"optimizer[{index}]."
         for key in optimizer_table:
@@ -229,23 +288,23 @@ def _build_study(raw_table: dict, table: dict, scale: str, source: str, backend:
                 raise ValueError(f"{where}{key}: unknown key; optimizer keys are {', '.join(OPTIMIZER_KEYS)} plus run keys")
         for keys in _expand(optimizer_table, where):
             run_keys = shared | keys
-            label, representative, new_cells = _optimizer_cells(run_keys, seeds, where, record)
+            label, representative, new_blocks = _optimizer_blocks(run_keys, seeds, where, record)
             if label in labels:
                 raise ValueError(f"{where}label: duplicate optimizer label {label!r}; give each optimizer a distinct `label`")
             labels.append(label)
             settings.append(representative)
-            cells.extend(new_cells)
-    _check_cell_names(cells)
-    baselines = sorted({c.config.algorithm for c in cells if c.config.algorithm in BASELINES})
+            blocks.extend(new_blocks)
+    _check_cell_names(blocks)
+    baselines = sorted({b.config.algorithm for b in blocks if b.config.algorithm in BASELINES})
     if "hessian" in record and baselines:
         raise ValueError(f"record.hessian: the {' and '.join(baselines)} baseline has no training trajectory whose "
                          "final Hessian phaseret records; record Hessians in a study of gradient methods")
-    runs = max(cell.seed for cell in cells) + 1
+    runs = max(block.seeds for block in blocks)
     if any(seed >= runs for seed in plot["seeds"]):
         raise ValueError(f"plot.seeds: {max(plot['seeds'])} is not a run of this study (it runs seeds 0 .. {runs - 1})")
     return Study(
         name=name, description=description, source=source, scale=scale, raw_table=raw_table, settings=table,
-        optimizers=tuple(labels), optimizer_settings=tuple(settings), cells=tuple(cells),
+        optimizers=tuple(labels), optimizer_settings=tuple(settings), blocks=tuple(blocks),
         seeds=runs, plot=plot, record=record,
     )
 
@@ -300,11 +359,12 @@ def _check_plot(plot) -> dict:
             "seeds": tuple(seeds)}
 
 
-def _check_cell_names(cells: list[Cell]) -> None:
+def _check_cell_names(blocks: list[Block]) -> None:
     """Refuse two cells whose file names coincide (also on file systems that ignore case): each
-    would overwrite the other's results."""
+    would overwrite the other's results. A name ends in ``_s<seed>``, so two blocks' cells collide
+    at some seed exactly when their seed-0 cells do."""
     seen = {}
-    for cell in cells:
+    for cell in (block.cell(0) for block in blocks):
         other = seen.setdefault(cell.name.lower(), cell)
         if other is cell:
             continue
@@ -372,8 +432,8 @@ def _base_label(keys: dict) -> str:
     return algorithm if update == "plain" else f"{algorithm}+{update}"
 
 
-def _optimizer_cells(run_keys: dict, seeds, where: str, record: tuple[str, ...]) -> tuple[str, RunConfig, list[Cell]]:
-    """Validate every (p, hidden, alpha) of one optimizer and list its cells; ``seeds`` and run
+def _optimizer_blocks(run_keys: dict, seeds, where: str, record: tuple[str, ...]) -> tuple[str, RunConfig, list[Block]]:
+    """Validate every (p, hidden, alpha) of one optimizer and list its blocks of cells; ``seeds`` and run
     keys given as tables by p (:func:`_at_p`) take their value at each cell's p."""
     if "alpha" not in run_keys:
         raise ValueError(f"{where}alpha: required (top level or in the optimizer table)")
@@ -384,7 +444,7 @@ def _optimizer_cells(run_keys: dict, seeds, where: str, record: tuple[str, ...])
         raise ValueError(f"seeds: {most} seeds make {count:,} cells for one optimizer; a study holds at most "
                          f"{MAX_CELLS:,} cells (one file each)")
     rest = {k: v for k, v in run_keys.items() if k not in AXES and k != "seed"}
-    cells, configs = [], {}
+    blocks, configs = [], {}
     for combo in itertools.product(*axes.values()):
         point = dict(zip(axes, combo))
         p = point.get("p", RunConfig.p)
@@ -394,11 +454,9 @@ def _optimizer_cells(run_keys: dict, seeds, where: str, record: tuple[str, ...])
         except ValueError as error:
             raise ValueError(f"{where}{error}" if _from_optimizer(error) else str(error)) from None
         configs[combo] = config
-        for seed in range(_at_p("seeds", seeds, p, "")):
-            seeded = dataclasses.replace(config, seed=seed)
-            cells.append(Cell(config.optimizer_label, config.p, config.hidden, config.alpha, seed, seeded, record))
+        blocks.append(Block(config, _at_p("seeds", seeds, p, ""), record))
     representative = next(iter(configs.values()))
-    return representative.optimizer_label, representative, cells
+    return representative.optimizer_label, representative, blocks
 
 
 #: Keys whose value may be a table by p (``max_epochs = {512 = 18005, 1024 = 20002}``): every run

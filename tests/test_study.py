@@ -57,3 +57,33 @@ def test_cells_axes_scales_and_optimizer_lists(tmp_path):
     # The grid runs to the largest budget of the study.
     mixed = build_study(BASE | {"optimizer": [{"algorithm": "gd"}, {"algorithm": "sgd", "max_epochs": 50}]})
     assert mixed.grid[-1] == 50
+
+
+def test_a_million_cells_are_built_only_when_asked_for():
+    """Cells are lazy: a study of 1,000,000 cells is its 10 blocks; indexing, iterating and the
+    groups give the cells a fully expanded study would hold, in the same order."""
+    import dataclasses
+    import tracemalloc
+
+    table = BASE | {"alpha": [2.0, 3.0, 4.0, 5.0, 6.0], "seeds": 100_000,
+                    "optimizer": [{"algorithm": "gd"}, {"algorithm": "p-sgd", "update": "nesterov"}]}
+    tracemalloc.start()
+    study = build_study(table)
+    held = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert len(study.cells) == 1_000_000 and len(study.blocks) == 10
+    assert held < 2**20  # a Cell takes about 400 bytes: 1,000,000 of them would be ~400 MB
+    cells = study.cells
+    for index in (0, 99_999, 100_000, 654_321, -1):
+        cell = cells[index]
+        position = index % 1_000_000
+        block = study.blocks[position // 100_000]
+        assert (cell.optimizer, cell.alpha, cell.seed) == (block.config.optimizer_label, block.config.alpha, position % 100_000)
+        assert cell.config == dataclasses.replace(block.config, seed=cell.seed)
+    with pytest.raises(IndexError):
+        cells[1_000_000]
+    small = build_study(BASE | {"alpha": 2.0, "seeds": 40, "optimizer": [{"algorithm": "gd"}, {"algorithm": "p-sgd"}]})
+    groups = small.groups()
+    assert [len(g) for g in groups] == [32, 32, 16]  # 16 seeds x 2 optimizers per group of 32 replicas
+    assert sorted(c.name for g in groups for c in g) == sorted(c.name for c in small.cells)
+    assert list(groups[0]) == groups[0] and groups[0] == tuple(groups[0]) and groups[0] != groups[1]
