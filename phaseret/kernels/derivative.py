@@ -28,6 +28,7 @@ from numba import njit
 SQUARE = 0  # g = lambda^2
 SMOOTH_ABS = 1  # g = sqrt(lambda^2 + eps)
 ABS = 2  # g = |lambda| (evaluation only)
+LINEAR = 3  # g = lambda (the linear student of the DMFT's exact case, phaseret.dmft)
 
 # Loss codes.
 SQUARED = 0  # l = (s - t)^2 / 2
@@ -36,12 +37,15 @@ LOGISTIC = 1  # l = log(1 + exp(-t s))
 
 @njit(cache=True, inline="always")
 def activation(kind, lam, eps):
-    """``(g, g', g'')`` at ``lam``: ``lambda^2 -> (l^2, 2l, 2)``; smooth abs ``-> (r, l/r, eps/r^3)``, ``r = sqrt(l^2+eps)``."""
+    """``(g, g', g'')`` at ``lam``: ``lambda^2 -> (l^2, 2l, 2)``; smooth abs ``-> (r, l/r, eps/r^3)``, ``r = sqrt(l^2+eps)``;
+    linear ``-> (l, 1, 0)``; abs ``-> (|l|, 0, 0)`` (evaluation only)."""
     if kind == SQUARE:
         return lam * lam, 2.0 * lam, 2.0
     if kind == SMOOTH_ABS:
         r = math.sqrt(lam * lam + eps)
         return r, lam / r, eps / (r * r * r)
+    if kind == LINEAR:
+        return lam, 1.0, 0.0
     return abs(lam), 0.0, 0.0
 
 

@@ -1,0 +1,325 @@
+"""Dynamical mean-field theory (DMFT) of the single-layer student (d = 1) at p -> infinity.
+
+The training of SPEC 4-5 on data ``X`` (n x p, entries N(0, 1/p), n = alpha p) steps with the
+batch gradient ``g(t) = X^T f(t)``, ``f_mu(t) = s_mu(t) dl/dlambda(lambda_mu(t), y_mu)``
+(``s_mu(t)`` in {0, 1} the batch membership, SPEC 4). As p -> infinity at fixed alpha the p
+coordinates and the n samples decouple into two scalar effective processes, tied by two-time
+kernels (the dynamical cavity; discrete time as in Gerbelot, Troiani, Mignacco, Krzakala and
+Zdeborova 2022, arXiv 2210.06591; the persistent batch as in Mignacco et al., NeurIPS 2020):
+
+weight side, one coordinate, ``w* ~ N(0, 1)``, ``w(0) = m0 w* + sqrt(1 - m0^2) z``::
+
+    g(t) = xi(t) + alpha sum_{s<=t} R_f(t,s) w(s) + alpha mu_f(t) w*,   xi ~ GP(0, alpha C_f)
+    plain:      w_hat = w - lr g
+    heavy-ball: v = gamma v + g,  w_hat = w - lr v
+    nesterov:   v = gamma v + g,  w_hat = w - lr (g + gamma v)
+    w(t+1) = w_hat / r(t+1),  r(t+1)^2 = E[w_hat^2]   (the projection: the sphere's multiplier)
+
+sample side, one sample with teacher pre-activation ``lambda*``::
+
+    lambda(t) = theta(t) + sum_{s<t} R_w(t,s) f(s),   f(t) = s(t) l'(lambda(t), y(lambda*))
+    (theta, lambda*) Gaussian: E[theta(t) theta(s)] = C_w(t,s), E[theta(t) lambda*] = m(t), E[lambda*^2] = 1
+
+kernels: ``C_w(t,s) = E[w(t) w(s)]``, ``m(t) = E[w(t) w*]``, ``R_w(t,s) = E[dw(t)/dg(s)]``;
+``C_f(t,s) = E[f(t) f(s)]``, ``R_f(t,s) = E[df(t)/dtheta(s)]``, ``mu_f(t) = E[df(t)/dlambda*]``
+at fixed theta. ``q = C_w(t,t)`` is 1 on the sphere; the overlap is ``|m| / sqrt(q)``.
+
+How it is solved. In discrete time the equations are causal: the kernels at step t need the
+processes up to t only, so they are solved forward in time, exactly, with no fixed-point
+iteration. The weight side is linear in its Gaussian inputs, so it is carried exactly as
+coefficients on ``(w*, z, xi(0), ..., xi(T-1))``: ``C_w``, ``m`` and ``R_w`` follow without
+sampling. The sample side is sampled by Monte Carlo over ``paths`` samples; each path carries
+its exact Jacobian ``J(t,s) = dlambda(t)/dtheta(s)``, so ``R_f(t,s) = E[f'(t) J(t,s)]``; and
+``mu_f`` comes from Stein's lemma on ``lambda*``: ``E[f(t) lambda*] = mu_f(t) + sum_s R_f(t,s) m(s)``
+(exact also for the door's discontinuous labels). ``xi``'s covariance is the paths' own Gram
+matrix of ``f`` (incremental Gram-Schmidt, so it is positive semi-definite by construction).
+The only error is the Monte Carlo's, O(paths^-1/2), and the time step's (``lr``).
+
+Cost: time O(paths T^3 / 6) for the Jacobians plus O(T^3) on the weight side; memory
+O(paths T^2) (the Jacobians, float64), checked before any work.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import xarray as xr
+from numba import njit, prange
+
+from . import __version__
+from .data import DEFAULT_K
+from .kernels import derivative
+from .models import MODELS
+from .sizes import available_bytes
+
+ALGORITHMS = ("gd", "sgd", "p-sgd")
+UPDATES = ("plain", "heavy-ball", "nesterov")
+#: The DMFT's own exact case (a linear student and teacher, the square loss), beside the four models.
+LINEAR = "linear"
+
+
+def solve(model: str = "pr-quadratic", *, alpha: float, lr: float, epochs: int, algorithm: str = "gd",
+          update: str = "plain", momentum: float = 0.9, batch_fraction: float = 0.5, tau: float = 2.0,
+          overlap0: float = 0.0, projection: bool = True, hidden: int = 1, loss_eps: float = 1e-8,
+          K: float = DEFAULT_K, paths: int = 4000, seed: int = 0, memory_bytes: int | None = None) -> xr.Dataset:
+    """The p -> infinity dynamics of one optimizer at fixed ``alpha``, over ``epochs`` epochs.
+
+    The optimizer keys mean what they mean in a study (SPEC 4-5); ``sgd`` draws Bernoulli
+    batches (each sample in with probability ``batch_fraction`` at each step, ``round(1 /
+    batch_fraction)`` steps per epoch). ``overlap0`` is the start's overlap with the teacher
+    (at p -> infinity a random start has 0, which phase retrieval never leaves; a start at
+    finite p has ``|m0|`` about ``1/sqrt(p)``). ``model = "linear"`` is the exact case: a linear
+    student and teacher with the square loss. Returns a Dataset over ``epoch``.
+    """
+    settings = _check(model, alpha, lr, epochs, algorithm, update, momentum, batch_fraction, tau, overlap0,
+                      projection, hidden, loss_eps, K, paths, seed)
+    per_epoch = steps_per_epoch(algorithm, batch_fraction)
+    steps = epochs * per_epoch
+    needed = paths * (steps + 1) ** 2 * 8 + 8 * paths * (steps + 1) * 6
+    available = memory_bytes if memory_bytes is not None else available_bytes()
+    if available is not None and needed > available:
+        raise ValueError(f"paths, epochs: the DMFT's Jacobians need about {needed / 2**30:.1f} GiB "
+                         f"(paths x steps^2 x 8 bytes, {paths} paths, {steps} steps) but {available / 2**30:.1f} GiB "
+                         "is available; lower paths or epochs")
+    trajectories = _forward(settings, steps)
+    return _dataset(settings, trajectories, per_epoch)
+
+
+def steps_per_epoch(algorithm: str, batch_fraction: float) -> int:
+    """Steps of one epoch: 1 for GD, ``ceil(1/b)`` for P-SGD (SPEC 4), ``round(1/b)`` for Bernoulli SGD."""
+    if algorithm == "gd":
+        return 1
+    return math.ceil(1 / batch_fraction) if algorithm == "p-sgd" else max(1, round(1 / batch_fraction))
+
+
+def _check(model, alpha, lr, epochs, algorithm, update, momentum, batch_fraction, tau, overlap0, projection,
+           hidden, loss_eps, K, paths, seed) -> dict:
+    """The settings, or a ValueError naming the first key the equations do not cover."""
+    if model != LINEAR and model not in MODELS:
+        raise ValueError(f"model: unknown model {model!r}; the DMFT covers {', '.join(MODELS)} and {LINEAR!r}")
+    if hidden != 1:
+        raise ValueError(f"hidden: the DMFT covers the single-layer student (hidden = 1), got {hidden!r}; "
+                         "committees need one effective process per unit")
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm: the DMFT covers {', '.join(ALGORITHMS)}, got {algorithm!r} (Langevin with "
+                         "matched noise and the baselines have no closed effective process here)")
+    if update not in UPDATES:
+        raise ValueError(f"update: the DMFT covers {', '.join(UPDATES)}, got {update!r} (Adam's per-coordinate "
+                         "normalisation is not a linear weight process)")
+    for key, value, low in (("alpha", alpha, 0.0), ("lr", lr, 0.0), ("loss_eps", loss_eps, 0.0), ("K", K, 0.0)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value) or value <= low:
+            raise ValueError(f"{key}: must be a finite number > {low:g}, got {value!r}")
+    for key, value, low in (("epochs", epochs, 1), ("paths", paths, 2), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{key}: must be an integer >= {low}, got {value!r}")
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"momentum: must lie in [0, 1), got {momentum!r}")
+    if algorithm != "gd" and not 0.0 < batch_fraction <= 1.0:
+        raise ValueError(f"batch_fraction: must lie in (0, 1], got {batch_fraction!r}")
+    if algorithm == "p-sgd":
+        if not tau > 0:
+            raise ValueError(f"tau: must be > 0, got {tau!r}")
+        flips = (lr / tau, (1 - batch_fraction) * lr / (batch_fraction * tau))
+        if max(flips) > 1:
+            raise ValueError(f"lr, tau, batch_fraction: the P-SGD flip probabilities {flips[0]:.3g} and {flips[1]:.3g} "
+                             "must be <= 1 (SPEC 4)")
+    if not -1.0 < overlap0 < 1.0:
+        raise ValueError(f"overlap0: must lie in (-1, 1), got {overlap0!r}")
+    if model == LINEAR:
+        act = evaluation = derivative.LINEAR
+        loss, k_hat, door, task = derivative.SQUARED, 0.0, False, LINEAR
+    else:
+        kind = MODELS[model]
+        act, evaluation, loss, task = kind.activation, kind.evaluation, kind.loss, kind.task
+        door = task == "symmetric-door"
+        k_hat = float(K) if door else 0.0
+    return dict(model=model, task=task, alpha=float(alpha), lr=float(lr), epochs=int(epochs), algorithm=algorithm,
+                update=update, momentum=float(momentum) if update != "plain" else 0.0,
+                batch_fraction=float(batch_fraction) if algorithm != "gd" else 1.0, tau=float(tau),
+                overlap0=float(overlap0), projection=bool(projection), loss_eps=float(loss_eps), K=float(K),
+                paths=int(paths), seed=int(seed), codes=(act, evaluation, loss, float(loss_eps), k_hat, door))
+
+
+def _targets(task: str, lam_star: np.ndarray, K: float, squared: bool) -> np.ndarray:
+    """Targets ``t`` of the teacher's pre-activations (SPEC 1-2): ``|l*|`` (or its square), the door's sign, or ``l*``."""
+    if task == LINEAR:
+        return lam_star.copy()
+    if task == "phase-retrieval":
+        y = np.abs(lam_star)
+        return y * y if squared else y
+    return np.where(np.abs(lam_star) - K >= 0, 1.0, -1.0)
+
+
+def _memberships(settings: dict, steps: int, rng: np.random.Generator) -> np.ndarray:
+    """``s(t)`` (paths, steps) in {0, 1}: all ones for GD, fresh Bernoulli(b) for SGD, the P-SGD chain (SPEC 4)."""
+    n, b = settings["paths"], settings["batch_fraction"]
+    if settings["algorithm"] == "gd":
+        return np.ones((n, steps))
+    if settings["algorithm"] == "sgd":
+        return (rng.random((n, steps)) < b).astype(float)
+    come, leave = settings["lr"] / settings["tau"], (1 - b) * settings["lr"] / (b * settings["tau"])
+    member = np.empty((n, steps))
+    inside = rng.random(n) < b
+    for t in range(steps):
+        member[:, t] = inside
+        draw = rng.random(n)
+        inside = np.where(inside, draw >= leave, draw < come)
+    return member
+
+
+@njit(cache=True, parallel=True)
+def _sample_step(t, theta, member, R_w_row, F, Fp, J, target, act, evaluation, loss, eps, k_hat, door):
+    """Step ``t`` of every path of the sample process: ``lambda(t) = theta(t) + sum_{u<t} R_w(t,u) f(u)``,
+    then ``f(t)``, ``f'(t)`` (zero outside the batch) into ``F``, ``Fp`` (paths, T) and the Jacobian row
+    ``J(t, s) = delta_ts + sum_{s<=u<t} R_w(t,u) f'(u) J(u,s)`` into ``J`` (paths, T, T).
+    Returns each path's loss and error (evaluation activation) at ``lambda(t)``."""
+    paths = theta.shape[0]
+    losses = np.empty(paths)
+    errors = np.empty(paths)
+    for i in prange(paths):
+        lam = theta[i]
+        for u in range(t):
+            lam += R_w_row[u] * F[i, u]
+        g, g1, g2 = derivative.activation(act, lam, eps)
+        l, l1, l2 = derivative.loss_terms(loss, g - k_hat, target[i])
+        losses[i] = l
+        s_eval = g - k_hat if evaluation == act else derivative.activation(evaluation, lam, eps)[0] - k_hat
+        errors[i] = derivative.error_term(door, s_eval, target[i])
+        if t < F.shape[1]:
+            F[i, t] = member[i, t] * l1 * g1
+            Fp[i, t] = member[i, t] * (l2 * g1 * g1 + l1 * g2)
+            row = J[i, t]
+            row[:] = 0.0
+            for u in range(t):
+                c = R_w_row[u] * Fp[i, u]
+                if c != 0.0:
+                    past = J[i, u]
+                    for s in range(u + 1):
+                        row[s] += c * past[s]
+            row[t] = 1.0
+    return losses, errors
+
+
+def _forward(settings: dict, steps: int) -> dict:
+    """Solve the DMFT forward in time for ``steps`` steps; returns per-step arrays (steps + 1,)."""
+    alpha, lr, gamma = settings["alpha"], settings["lr"], settings["momentum"]
+    update, N = settings["update"], settings["paths"]
+    act, evaluation, loss, eps, k_hat, door = settings["codes"]
+    rng = np.random.default_rng(np.random.SeedSequence([settings["seed"], 0x444D4654]))
+    lam_star = rng.standard_normal(N)  # the teacher's pre-activation, also the basis variable of w*
+    start_noise = rng.standard_normal(N)  # the basis variable of the start's z
+    white = rng.standard_normal((N, steps))  # xi = sqrt(alpha) L white: xi's covariance is alpha C_f
+    squared = settings["model"] == "pr-quadratic"
+    target = _targets(settings["task"], lam_star, settings["K"], squared)
+    member = _memberships(settings, steps, rng)
+
+    T = steps
+    A = np.zeros((T + 1, T + 2))  # w(t) = A[t] . (w*, z, xi(0), ..., xi(T-1))
+    m0 = settings["overlap0"]
+    A[0, 0], A[0, 1] = m0, math.sqrt(1 - m0 * m0)
+    V = np.zeros(T + 2)  # the velocity's coefficients
+    L = np.zeros((T, T))  # C_f = L L^T (Gram-Schmidt of the paths' f)
+    Q = np.zeros((N, T))  # orthonormal directions of f over the paths (mean inner product)
+    R_f = np.zeros((T, T))
+    mu_f = np.zeros(T)
+    F = np.zeros((N, T))
+    Fp = np.zeros((N, T))
+    J = np.zeros((N, T, T)) if T else np.zeros((N, 1, 1))
+    norms = np.ones(T + 1)
+    out = {k: np.empty(T + 1) for k in ("m", "q", "train_loss", "train_error")}
+    for t in range(T + 1):
+        xi_part = A[t, 2 : 2 + t] @ L[:t, :t] if t else np.zeros(0)  # theta's noise, on the white basis
+        theta = A[t, 0] * lam_star + A[t, 1] * start_noise + math.sqrt(alpha) * (white[:, :t] @ xi_part)
+        R_w_row = A[t, 2 : 2 + t].copy()
+        losses, errors = _sample_step(t, theta, member, R_w_row, F, Fp, J, target, act, evaluation, loss, eps,
+                                      k_hat, door)
+        out["m"][t] = A[t, 0]
+        out["q"][t] = A[t, :2] @ A[t, :2] + alpha * xi_part @ xi_part
+        out["train_loss"][t], out["train_error"][t] = losses.mean(), errors.mean()
+        if t == T:
+            break
+        # Sample-side kernels at step t.
+        f = F[:, t]
+        residual = f.copy()
+        for _ in range(2):  # Gram-Schmidt, twice for orthogonality in floating point
+            coefficients = Q[:, :t].T @ residual / N
+            residual -= Q[:, :t] @ coefficients
+            L[t, :t] += coefficients
+        L[t, t] = math.sqrt(residual @ residual / N)
+        if L[t, t] > 1e-12 * (1.0 + math.sqrt(f @ f / N)):
+            Q[:, t] = residual / L[t, t]
+        else:
+            L[t, t] = 0.0
+        R_f[t, : t + 1] = Fp[:, t] @ J[:, t, : t + 1] / N
+        mu_f[t] = f @ lam_star / N - R_f[t, : t + 1] @ A[: t + 1, 0]
+        # Weight side: the gradient's coefficients, the update, the projection.
+        G = alpha * (R_f[t, : t + 1] @ A[: t + 1])
+        G[0] += alpha * mu_f[t]
+        G[2 + t] += 1.0
+        if update == "plain":
+            step = G
+        else:
+            V = gamma * V + G
+            step = V if update == "heavy-ball" else G + gamma * V
+        w_hat = A[t] - lr * step
+        if settings["projection"]:
+            noise = w_hat[2 : 3 + t] @ L[: t + 1, : t + 1]
+            norms[t + 1] = math.sqrt(w_hat[:2] @ w_hat[:2] + alpha * noise @ noise)
+        A[t + 1] = w_hat / norms[t + 1]
+    out["norm"] = norms
+    return out
+
+
+def _population_error(settings: dict, m: np.ndarray, q: np.ndarray, seed: int) -> np.ndarray:
+    """Test error at p -> infinity from ``(m, q)``: exact for ``pr-quadratic`` (SPEC 3), else over
+    200,000 fresh Gaussian samples ``(lambda, lambda*)`` of covariance ``[[q, m], [m, 1]]``."""
+    if settings["model"] == "pr-quadratic":
+        return np.maximum(0.0, 0.5 * (3 * q * q - 2 * (q + 2 * m * m) + 3))
+    act, evaluation, _, eps, k_hat, door = settings["codes"]
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x54455354]))
+    u, v = rng.standard_normal((2, 200_000))
+    target = _targets(settings["task"], u, settings["K"], False)
+    errors = np.empty(m.shape)
+    for k, (mk, qk) in enumerate(zip(m, q)):
+        lam = mk * u + math.sqrt(max(qk - mk * mk, 0.0)) * v
+        errors[k] = _mean_error(lam, target, evaluation, eps, k_hat, door)
+    return errors
+
+
+@njit(cache=True)
+def _mean_error(lam, target, evaluation, eps, k_hat, door):
+    total = 0.0
+    for i in range(lam.shape[0]):
+        total += derivative.error_term(door, derivative.activation(evaluation, lam[i], eps)[0] - k_hat, target[i])
+    return total / lam.shape[0]
+
+
+def _dataset(settings: dict, out: dict, per_epoch: int) -> xr.Dataset:
+    """The per-step arrays at the epochs' ends, as a Dataset over ``epoch`` with CF attributes."""
+    at = np.arange(0, len(out["m"]), per_epoch)
+    m, q = out["m"][at], out["q"][at]
+    test = _population_error(settings, m, q, settings["seed"])
+    variables = {
+        "overlap_trajectory": (np.abs(m) / np.sqrt(q), "1", "overlap |m| / sqrt(q) with the teacher"),
+        "magnetization_trajectory": (m, "1", "m = w . w* / p"),
+        "norm_trajectory": (q, "1", "q = |w|^2 / p"),
+        "multiplier_trajectory": (out["norm"][at], "1",
+                                  "r = |w_hat| / |w| of the step's end: the projection's rescaling (1 without it)"),
+        "train_loss_trajectory": (out["train_loss"][at], "1",
+                                  "training loss per sample (a study's summed loss over n samples, divided by n)"),
+        "train_error_trajectory": (out["train_error"][at], "1", "training error (SPEC 3), evaluation activation"),
+        "test_error_trajectory": (test, "1", "population test error (SPEC 3) at p -> infinity"),
+    }
+    data = {name: ("epoch", values, {"units": units, "long_name": long_name})
+            for name, (values, units, long_name) in variables.items()}
+    public = {k: v for k, v in settings.items() if k != "codes"}
+    attrs = {"title": f"DMFT of {settings['model']} at alpha = {settings['alpha']:g} (p -> infinity)",
+             "source": f"phaseret {__version__} (phaseret.dmft.solve)",
+             "references": "Gerbelot et al. 2022 (arXiv 2210.06591); Mignacco et al. 2020 (NeurIPS); "
+                           "Mignacco, Urbani, Zdeborova 2021",
+             "solver": "causal forward solution in discrete time (no fixed-point iteration); weight side exact, "
+                       "sample side Monte Carlo over `paths` samples",
+             **{k: (int(v) if isinstance(v, bool) else v) for k, v in public.items()}}
+    coords = {"epoch": ("epoch", at // per_epoch, {"units": "epochs", "long_name": "epoch"})}
+    return xr.Dataset(data, coords=coords, attrs=attrs)
