@@ -28,24 +28,28 @@ How it is solved. In discrete time the equations are causal: the kernels at step
 processes up to t only, so they are solved forward in time, exactly, with no fixed-point
 iteration. The weight side is linear in its Gaussian inputs, so it is carried exactly as
 coefficients on ``(w*, z, xi(0), ..., xi(T-1))``: ``C_w``, ``m`` and ``R_w`` follow without
-sampling. The sample side is sampled by Monte Carlo over ``paths`` samples; each path carries
+sampling. The sample side is sampled over ``paths`` samples (randomised quasi-Monte Carlo:
+scrambled Sobol points for its Gaussian inputs and batch draws); each path carries
 its exact Jacobian ``J(t,s) = dlambda(t)/dtheta(s)``, so ``R_f(t,s) = E[f'(t) J(t,s)]``; and
 ``mu_f`` comes from Stein's lemma on ``lambda*``: ``E[f(t) lambda*] = mu_f(t) + sum_s R_f(t,s) m(s)``
 (exact also for the door's discontinuous labels). ``xi``'s covariance is the paths' own Gram
 matrix of ``f`` (incremental Gram-Schmidt, so it is positive semi-definite by construction).
-The only error is the Monte Carlo's, O(paths^-1/2), and the time step's (``lr``).
+The only errors are the sampling's and the time step's (``lr``).
 
 Cost: time O(paths T^3 / 6) for the Jacobians plus O(T^3) on the weight side; memory
-O(paths T^2) (the Jacobians, float64), checked before any work.
+2 paths T^2 bytes (the Jacobians' lower triangles in float32), checked before any work.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import xarray as xr
 from numba import njit, prange
+from scipy import special
+from scipy.stats import qmc
 
 from . import __version__
 from .data import DEFAULT_K
@@ -55,6 +59,7 @@ from .sizes import available_bytes
 
 ALGORITHMS = ("gd", "sgd", "p-sgd")
 UPDATES = ("plain", "heavy-ball", "nesterov")
+SAMPLERS = ("sobol", "random")
 #: The DMFT's own exact case (a linear student and teacher, the square loss), beside the four models.
 LINEAR = "linear"
 
@@ -62,7 +67,8 @@ LINEAR = "linear"
 def solve(model: str = "pr-quadratic", *, alpha: float, lr: float, epochs: int, algorithm: str = "gd",
           update: str = "plain", momentum: float = 0.9, batch_fraction: float = 0.5, tau: float = 2.0,
           overlap0: float = 0.0, projection: bool = True, hidden: int = 1, loss_eps: float = 1e-8,
-          K: float = DEFAULT_K, paths: int = 4000, seed: int = 0, memory_bytes: int | None = None) -> xr.Dataset:
+          K: float = DEFAULT_K, paths: int = 4096, seed: int = 0, sampler: str = "sobol",
+          memory_bytes: int | None = None) -> xr.Dataset:
     """The p -> infinity dynamics of one optimizer at fixed ``alpha``, over ``epochs`` epochs.
 
     The optimizer keys mean what they mean in a study (SPEC 4-5); ``sgd`` draws Bernoulli
@@ -70,17 +76,19 @@ def solve(model: str = "pr-quadratic", *, alpha: float, lr: float, epochs: int, 
     batch_fraction)`` steps per epoch). ``overlap0`` is the start's overlap with the teacher
     (at p -> infinity a random start has 0, which phase retrieval never leaves; a start at
     finite p has ``|m0|`` about ``1/sqrt(p)``). ``model = "linear"`` is the exact case: a linear
-    student and teacher with the square loss. Returns a Dataset over ``epoch``.
+    student and teacher with the square loss. ``sampler``: the sample side's Gaussian inputs,
+    ``sobol`` (randomised quasi-Monte Carlo; ``paths`` a power of 2) or ``random``. Returns a
+    Dataset over ``epoch``.
     """
     settings = _check(model, alpha, lr, epochs, algorithm, update, momentum, batch_fraction, tau, overlap0,
-                      projection, hidden, loss_eps, K, paths, seed)
+                      projection, hidden, loss_eps, K, paths, seed, sampler)
     per_epoch = steps_per_epoch(algorithm, batch_fraction)
     steps = epochs * per_epoch
-    needed = paths * (steps + 1) ** 2 * 8 + 8 * paths * (steps + 1) * 6
+    needed = paths * steps * (steps + 1) * 2 + 8 * paths * (steps + 1) * 6
     available = memory_bytes if memory_bytes is not None else available_bytes()
     if available is not None and needed > available:
         raise ValueError(f"paths, epochs: the DMFT's Jacobians need about {needed / 2**30:.1f} GiB "
-                         f"(paths x steps^2 x 8 bytes, {paths} paths, {steps} steps) but {available / 2**30:.1f} GiB "
+                         f"(paths x steps^2 x 2 bytes, {paths} paths, {steps} steps) but {available / 2**30:.1f} GiB "
                          "is available; lower paths or epochs")
     trajectories = _forward(settings, steps)
     return _dataset(settings, trajectories, per_epoch)
@@ -94,8 +102,10 @@ def steps_per_epoch(algorithm: str, batch_fraction: float) -> int:
 
 
 def _check(model, alpha, lr, epochs, algorithm, update, momentum, batch_fraction, tau, overlap0, projection,
-           hidden, loss_eps, K, paths, seed) -> dict:
+           hidden, loss_eps, K, paths, seed, sampler) -> dict:
     """The settings, or a ValueError naming the first key the equations do not cover."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler: one of {', '.join(SAMPLERS)}, got {sampler!r}")
     if model != LINEAR and model not in MODELS:
         raise ValueError(f"model: unknown model {model!r}; the DMFT covers {', '.join(MODELS)} and {LINEAR!r}")
     if hidden != 1:
@@ -138,7 +148,7 @@ def _check(model, alpha, lr, epochs, algorithm, update, momentum, batch_fraction
                 update=update, momentum=float(momentum) if update != "plain" else 0.0,
                 batch_fraction=float(batch_fraction) if algorithm != "gd" else 1.0, tau=float(tau),
                 overlap0=float(overlap0), projection=bool(projection), loss_eps=float(loss_eps), K=float(K),
-                paths=int(paths), seed=int(seed), codes=(act, evaluation, loss, float(loss_eps), k_hat, door))
+                paths=int(paths), seed=int(seed), sampler=sampler, codes=(act, evaluation, loss, float(loss_eps), k_hat, door))
 
 
 def _targets(task: str, lam_star: np.ndarray, K: float, squared: bool) -> np.ndarray:
@@ -151,20 +161,39 @@ def _targets(task: str, lam_star: np.ndarray, K: float, squared: bool) -> np.nda
     return np.where(np.abs(lam_star) - K >= 0, 1.0, -1.0)
 
 
-def _memberships(settings: dict, steps: int, rng: np.random.Generator) -> np.ndarray:
-    """``s(t)`` (paths, steps) in {0, 1}: all ones for GD, fresh Bernoulli(b) for SGD, the P-SGD chain (SPEC 4)."""
-    n, b = settings["paths"], settings["batch_fraction"]
+def _random_inputs(paths: int, steps: int, seed: int, sampler: str) -> tuple[np.ndarray, np.ndarray]:
+    """The sample process's random inputs: standard normals (paths, steps + 2), the Gaussian
+    ``(lambda*, z, white)``, and uniforms (paths, steps) for the batch memberships.
+    ``sobol``: one scrambled Sobol point set over all of them (randomised quasi-Monte Carlo; its
+    error falls faster than paths^-1/2, and it matters: pr-quadratic's drift of ``m`` is a small
+    difference of two large averages, ``E[f lambda*]`` and ``sum_s R_f m``); ``random``: plain Monte Carlo."""
+    dims = 2 * steps + 2
+    if sampler == "random" or dims > 21201:  # scipy's Sobol directions stop at 21201 dimensions
+        points = np.random.default_rng(np.random.SeedSequence([seed, 0x4E4F524D])).random((paths, dims))
+    else:
+        with warnings.catch_warnings():  # any count works; a power of 2 keeps the points' balance
+            warnings.filterwarnings("ignore", "The balance properties of Sobol' points", UserWarning)
+            points = qmc.Sobol(d=dims, scramble=True, seed=np.random.default_rng([seed, 0x534F424C])).random(paths)
+    normals = special.ndtri(np.clip(points[:, : steps + 2], 2**-60, 1 - 2**-53))
+    return normals, points[:, steps + 2 :]
+
+
+def _memberships(settings: dict, uniforms: np.ndarray) -> np.ndarray:
+    """``s(t)`` (paths, steps) in {0, 1} from ``uniforms`` (paths, steps): all ones for GD, fresh
+    Bernoulli(b) for SGD, the P-SGD chain (SPEC 4: in with probability b at t = 0, then out -> in
+    with probability lr/tau, in -> out with (1-b) lr/(b tau))."""
+    b = settings["batch_fraction"]
     if settings["algorithm"] == "gd":
-        return np.ones((n, steps))
+        return np.ones_like(uniforms)
     if settings["algorithm"] == "sgd":
-        return (rng.random((n, steps)) < b).astype(float)
+        return (uniforms < b).astype(float)
     come, leave = settings["lr"] / settings["tau"], (1 - b) * settings["lr"] / (b * settings["tau"])
-    member = np.empty((n, steps))
-    inside = rng.random(n) < b
-    for t in range(steps):
+    member = np.empty_like(uniforms)
+    inside = uniforms[:, 0] < b if uniforms.shape[1] else np.zeros(0, bool)
+    for t in range(uniforms.shape[1]):
+        if t:
+            inside = np.where(inside, uniforms[:, t] >= leave, uniforms[:, t] < come)
         member[:, t] = inside
-        draw = rng.random(n)
-        inside = np.where(inside, draw >= leave, draw < come)
     return member
 
 
@@ -172,7 +201,8 @@ def _memberships(settings: dict, steps: int, rng: np.random.Generator) -> np.nda
 def _sample_step(t, theta, member, R_w_row, F, Fp, J, target, act, evaluation, loss, eps, k_hat, door):
     """Step ``t`` of every path of the sample process: ``lambda(t) = theta(t) + sum_{u<t} R_w(t,u) f(u)``,
     then ``f(t)``, ``f'(t)`` (zero outside the batch) into ``F``, ``Fp`` (paths, T) and the Jacobian row
-    ``J(t, s) = delta_ts + sum_{s<=u<t} R_w(t,u) f'(u) J(u,s)`` into ``J`` (paths, T, T).
+    ``J(t, s) = delta_ts + sum_{s<=u<t} R_w(t,u) f'(u) J(u,s)``, ``s <= t``, into ``J`` (paths, T (T+1) / 2):
+    row t packed from ``t (t+1) / 2``, in float32 (the averages over paths are summed in float64).
     Returns each path's loss and error (evaluation activation) at ``lambda(t)``."""
     paths = theta.shape[0]
     losses = np.empty(paths)
@@ -189,12 +219,14 @@ def _sample_step(t, theta, member, R_w_row, F, Fp, J, target, act, evaluation, l
         if t < F.shape[1]:
             F[i, t] = member[i, t] * l1 * g1
             Fp[i, t] = member[i, t] * (l2 * g1 * g1 + l1 * g2)
-            row = J[i, t]
+            start = t * (t + 1) // 2
+            row = J[i, start : start + t + 1]
             row[:] = 0.0
             for u in range(t):
-                c = R_w_row[u] * Fp[i, u]
+                c = np.float32(R_w_row[u] * Fp[i, u])
                 if c != 0.0:
-                    past = J[i, u]
+                    first = u * (u + 1) // 2
+                    past = J[i, first : first + u + 1]
                     for s in range(u + 1):
                         row[s] += c * past[s]
             row[t] = 1.0
@@ -206,13 +238,13 @@ def _forward(settings: dict, steps: int) -> dict:
     alpha, lr, gamma = settings["alpha"], settings["lr"], settings["momentum"]
     update, N = settings["update"], settings["paths"]
     act, evaluation, loss, eps, k_hat, door = settings["codes"]
-    rng = np.random.default_rng(np.random.SeedSequence([settings["seed"], 0x444D4654]))
-    lam_star = rng.standard_normal(N)  # the teacher's pre-activation, also the basis variable of w*
-    start_noise = rng.standard_normal(N)  # the basis variable of the start's z
-    white = rng.standard_normal((N, steps))  # xi = sqrt(alpha) L white: xi's covariance is alpha C_f
+    normals, uniforms = _random_inputs(N, steps, settings["seed"], settings["sampler"])
+    lam_star = normals[:, 0]  # the teacher's pre-activation, also the basis variable of w*
+    start_noise = normals[:, 1]  # the basis variable of the start's z
+    white = normals[:, 2:]  # xi = sqrt(alpha) L white: xi's covariance is alpha C_f
     squared = settings["model"] == "pr-quadratic"
     target = _targets(settings["task"], lam_star, settings["K"], squared)
-    member = _memberships(settings, steps, rng)
+    member = _memberships(settings, uniforms)
 
     T = steps
     A = np.zeros((T + 1, T + 2))  # w(t) = A[t] . (w*, z, xi(0), ..., xi(T-1))
@@ -225,7 +257,7 @@ def _forward(settings: dict, steps: int) -> dict:
     mu_f = np.zeros(T)
     F = np.zeros((N, T))
     Fp = np.zeros((N, T))
-    J = np.zeros((N, T, T)) if T else np.zeros((N, 1, 1))
+    J = np.zeros((N, max(1, T * (T + 1) // 2)), dtype=np.float32)
     norms = np.ones(T + 1)
     out = {k: np.empty(T + 1) for k in ("m", "q", "train_loss", "train_error")}
     for t in range(T + 1):
@@ -251,7 +283,8 @@ def _forward(settings: dict, steps: int) -> dict:
             Q[:, t] = residual / L[t, t]
         else:
             L[t, t] = 0.0
-        R_f[t, : t + 1] = Fp[:, t] @ J[:, t, : t + 1] / N
+        row = t * (t + 1) // 2
+        R_f[t, : t + 1] = Fp[:, t] @ J[:, row : row + t + 1].astype(np.float64) / N
         mu_f[t] = f @ lam_star / N - R_f[t, : t + 1] @ A[: t + 1, 0]
         # Weight side: the gradient's coefficients, the update, the projection.
         G = alpha * (R_f[t, : t + 1] @ A[: t + 1])
