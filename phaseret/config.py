@@ -53,6 +53,7 @@ class RunConfig:
     K: float = DEFAULT_K
     loss_eps: float = 1e-8
     init: str = "random"
+    init_overlap: float | None = None  # with init = "overlap": the start's overlap with the teacher
     projection: bool = True
     dtype: str = "float64"
     backend: str = "cpu"
@@ -89,9 +90,17 @@ class RunConfig:
         return self.algorithm if self.update == "plain" else f"{self.algorithm}+{self.update}"
 
     def to_dict(self) -> dict:
-        """Plain-data form (JSON-ready)."""
-        return asdict(self)
+        """Plain-data form (JSON-ready). Keys added after cells were first stored are left out at
+        their default (``init_overlap``), so that a stored cell's configuration still matches."""
+        keys = asdict(self)
+        for key in LATER_KEYS:
+            if keys[key] is None:
+                del keys[key]
+        return keys
 
+
+#: Run keys added after results folders existed; left out of a configuration's JSON while unset.
+LATER_KEYS = ("init_overlap",)
 
 _INT, _FLOAT, _STR, _BOOL, _DICT = "an integer", "a number", "a string", "a boolean", "a table"
 
@@ -149,7 +158,8 @@ _RUN_KEYS = {
     "teacher": (_STR, _one_of(TEACHERS)),
     "K": (_FLOAT, _positive),
     "loss_eps": (_FLOAT, _positive),
-    "init": (_STR, _one_of(("random", "spectral"))),
+    "init": (_STR, _one_of(("random", "spectral", "overlap"))),
+    "init_overlap": (_FLOAT, lambda v: None if math.isfinite(v) and -1 < v < 1 else "must be a finite number in (-1, 1)"),
     "projection": (_BOOL, _no_check),
     "dtype": (_STR, _one_of(("float64", "float32"))),
     "backend": (_STR, _one_of(("cpu", "cuda", "auto"))),
@@ -226,6 +236,9 @@ def _check_combinations(c: RunConfig) -> None:
         raise ValueError(f"batch_fraction: floor(b n) = 0 samples at n = {n}; need b n >= 1")
     if c.algorithm == "p-sgd":
         check_flip_probabilities(c.lr, c.batch_fraction, c.tau)
+    if (c.init == "overlap") != (c.init_overlap is not None):
+        raise ValueError("init_overlap: required by init = 'overlap', and taken by it only (the start's overlap "
+                         f"with the teacher); got init = {c.init!r}, init_overlap = {c.init_overlap!r}")
     if c.algorithm in BASELINES and c.hidden != 1:
         raise ValueError(f"hidden: the {c.algorithm} baseline estimates the teacher vector itself; it needs hidden = 1")
     if c.algorithm == "langevin":

@@ -60,6 +60,18 @@ from .sizes import available_bytes
 ALGORITHMS = ("gd", "sgd", "p-sgd")
 UPDATES = ("plain", "heavy-ball", "nesterov")
 SAMPLERS = ("sobol", "random")
+#: The solution's variables over ``epoch``, with their CF attributes (SPEC 8's trajectory names).
+TRAJECTORIES = {
+    "overlap_trajectory": {"units": "1", "long_name": "overlap |m| / sqrt(q) with the teacher (DMFT, p -> infinity)"},
+    "magnetization_trajectory": {"units": "1", "long_name": "m = w . w* / p (DMFT)"},
+    "norm_trajectory": {"units": "1", "long_name": "q = |w|^2 / p (DMFT)"},
+    "multiplier_trajectory": {"units": "1", "long_name": "r = |w_hat| / |w| at the step's end: the projection's "
+                                                         "rescaling, 1 without it (DMFT)"},
+    "train_loss_trajectory": {"units": "1", "long_name": "training loss per sample (a study's summed loss over n, "
+                                                         "divided by n; DMFT)"},
+    "train_error_trajectory": {"units": "1", "long_name": "training error (SPEC 3), evaluation activation (DMFT)"},
+    "test_error_trajectory": {"units": "1", "long_name": "population test error (SPEC 3) at p -> infinity (DMFT)"},
+}
 #: The DMFT's own exact case (a linear student and teacher, the square loss), beside the four models.
 LINEAR = "linear"
 
@@ -84,7 +96,7 @@ def solve(model: str = "pr-quadratic", *, alpha: float, lr: float, epochs: int, 
                       projection, hidden, loss_eps, K, paths, seed, sampler)
     per_epoch = steps_per_epoch(algorithm, batch_fraction)
     steps = epochs * per_epoch
-    needed = paths * steps * (steps + 1) * 2 + 8 * paths * (steps + 1) * 6
+    needed = jacobian_bytes(paths, steps)
     available = memory_bytes if memory_bytes is not None else available_bytes()
     if available is not None and needed > available:
         raise ValueError(f"paths, epochs: the DMFT's Jacobians need about {needed / 2**30:.1f} GiB "
@@ -92,6 +104,11 @@ def solve(model: str = "pr-quadratic", *, alpha: float, lr: float, epochs: int, 
                          "is available; lower paths or epochs")
     trajectories = _forward(settings, steps)
     return _dataset(settings, trajectories, per_epoch)
+
+
+def jacobian_bytes(paths: int, steps: int) -> int:
+    """Memory of a solution: the Jacobians' lower triangles in float32, the per-path histories and inputs."""
+    return paths * steps * (steps + 1) * 2 + 8 * paths * (steps + 1) * 6
 
 
 def steps_per_epoch(algorithm: str, batch_fraction: float) -> int:
@@ -333,19 +350,10 @@ def _dataset(settings: dict, out: dict, per_epoch: int) -> xr.Dataset:
     at = np.arange(0, len(out["m"]), per_epoch)
     m, q = out["m"][at], out["q"][at]
     test = _population_error(settings, m, q, settings["seed"])
-    variables = {
-        "overlap_trajectory": (np.abs(m) / np.sqrt(q), "1", "overlap |m| / sqrt(q) with the teacher"),
-        "magnetization_trajectory": (m, "1", "m = w . w* / p"),
-        "norm_trajectory": (q, "1", "q = |w|^2 / p"),
-        "multiplier_trajectory": (out["norm"][at], "1",
-                                  "r = |w_hat| / |w| of the step's end: the projection's rescaling (1 without it)"),
-        "train_loss_trajectory": (out["train_loss"][at], "1",
-                                  "training loss per sample (a study's summed loss over n samples, divided by n)"),
-        "train_error_trajectory": (out["train_error"][at], "1", "training error (SPEC 3), evaluation activation"),
-        "test_error_trajectory": (test, "1", "population test error (SPEC 3) at p -> infinity"),
-    }
-    data = {name: ("epoch", values, {"units": units, "long_name": long_name})
-            for name, (values, units, long_name) in variables.items()}
+    values = {"overlap_trajectory": np.abs(m) / np.sqrt(q), "magnetization_trajectory": m, "norm_trajectory": q,
+              "multiplier_trajectory": out["norm"][at], "train_loss_trajectory": out["train_loss"][at],
+              "train_error_trajectory": out["train_error"][at], "test_error_trajectory": test}
+    data = {name: ("epoch", values[name], attrs) for name, attrs in TRAJECTORIES.items()}
     public = {k: v for k, v in settings.items() if k != "codes"}
     attrs = {"title": f"DMFT of {settings['model']} at alpha = {settings['alpha']:g} (p -> infinity)",
              "source": f"phaseret {__version__} (phaseret.dmft.solve)",

@@ -18,6 +18,7 @@ FIGURES = {
     "dynamics": run_figures.dynamics_figure,
     "hessian": run_figures.hessian_figure,
     "gradient_jumps": run_figures.gradient_jumps_figure,
+    "dmft": run_figures.dmft_figure,
 }
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from . import __version__
+from . import __version__, dmft_curves
 from .data import teacher
 from .landscape import EXTREMES, MATRICES, spectrum_length
 from .models import MODELS
@@ -271,7 +271,11 @@ def combine(study: Study, out_dir: Path, history: str = "") -> xr.Dataset:
     Q = _teacher_norms(study)
     if Q:
         attrs["teacher_Q"] = Q
-    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+    ds = xr.Dataset(data_vars, coords=coords, attrs=attrs)
+    dmft_path = Path(out_dir) / dmft_curves.FILE
+    if study.dmft and dmft_path.exists():
+        ds = dmft_curves.merged(ds, xr.load_dataset(dmft_path))
+    return ds
 
 
 def trajectory_names(record: tuple[str, ...]) -> dict:

@@ -136,3 +136,47 @@ def gradient_jumps_figure(ds: xr.Dataset, settings: dict | None = None) -> Figur
     plots.figure_legend(figure, by_panel)
     plots.figure_title(figure, ds)
     return figure
+
+
+def dmft_figure(ds: xr.Dataset, settings: dict | None = None) -> Figure:
+    """The DMFT (p -> infinity, dashed) over the simulations (solid: the mean over seeds, each run
+    holding its final value after its stop, shaded +- one standard error): overlap (top row) and
+    test error (bottom row) vs epoch, one column per optimizer of the ``[dmft]`` table, one colour
+    per alpha (SPEC 14)."""
+    if "dmft_overlap_trajectory" not in ds:
+        raise ValueError("plot.figures: the dmft figure needs the DMFT curves (DIR/dmft.nc), written by "
+                         "`phaseret run` for a study with a [dmft] table")
+    theory = ds.dmft_overlap_trajectory
+    labels = [str(o) for o in ds.optimizer.values if theory.sel(optimizer=o).notnull().any()]
+    figure = Figure(figsize=(3.8 * len(labels) + 1.5, 6.0), layout="constrained")
+    axes = figure.subplots(2, len(labels), sharex=True, squeeze=False)
+    colours = dict(zip(ds.alpha.values, plots.colours(ds.sizes["alpha"])))
+    epochs = ds.epoch.values
+    for column, label in enumerate(labels):
+        for row, (name, final) in enumerate((("overlap", "overlap"), ("test_error", "test_error"))):
+            ax = axes[row, column]
+            for alpha in ds.alpha.values:
+                predicted = ds[f"dmft_{name}_trajectory"].sel(optimizer=label, alpha=alpha).values
+                if np.isnan(predicted).all():
+                    continue
+                runs = ds[f"{name}_trajectory"].sel(optimizer=label, alpha=alpha)
+                runs = runs.transpose(*[d for d in runs.dims if d != "epoch"], "epoch").values.reshape(-1, len(epochs))
+                finals = ds[final].sel(optimizer=label, alpha=alpha).values.reshape(-1)
+                started = ~np.isnan(runs[:, 0])
+                if started.any():
+                    held = _hold_final(runs[started], finals[started])
+                    mean = held.mean(axis=0)
+                    error = held.std(axis=0, ddof=1) / np.sqrt(len(held)) if len(held) > 1 else 0 * mean
+                    ax.plot(epochs, mean, color=colours[alpha], label=f"alpha={alpha:g}, runs (mean of {len(held)})")
+                    ax.fill_between(epochs, mean - error, mean + error, color=colours[alpha], alpha=0.25, linewidth=0)
+                ax.plot(epochs, predicted, color=colours[alpha], linestyle="--", label=f"alpha={alpha:g}, DMFT")
+            if row == 1:
+                ax.set_yscale("log")
+                ax.set_xlabel("epoch")
+            else:
+                ax.set_title(textwrap.fill(label, 30), fontsize="small")
+        axes[0, 0].set_ylabel("overlap with the teacher")
+        axes[1, 0].set_ylabel(plots.error_label(ds, "test_error"))
+    plots.figure_legend(figure, {(): list(axes.ravel())})
+    plots.figure_title(figure, ds)
+    return figure

@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import results, sizes
+import xarray as xr
+
+from . import dmft_curves, results, sizes
 from .devices import resolve
 from .final_spectra import hessian_spectra
 from .runs import run_replicas
@@ -220,6 +222,7 @@ def run_study(
                                                            f"over {slurm.cores} core(s))")
     elif scheduler is None:  # local processes: this machine's memory
         groups = sizes.fit(groups, *sizes.local_share(workers))
+    dmft_curves.check_memory(study)  # the DMFT runs here, in this process
     with results.folder_lock(out_dir, wait), stop_signals() as interrupt:
         results.claim_folder(study, out_dir)
         results.remove_stale_temporaries(out_dir)  # left by a writer that died; only the lock's holder writes
@@ -239,9 +242,25 @@ def run_study(
                                  report.seconds)
         finally:  # also when stopped: a worker killed or cancelled mid-write leaves its temporary
             results.remove_stale_temporaries(out_dir)
+        if study.dmft:
+            _write_dmft(study, out_dir, interrupt)
         path = out_dir / f"{study.name}.nc"
         results.write_dataset(results.combine(study, out_dir, history), path)
     return path
+
+
+def _write_dmft(study: Study, out_dir: Path, interrupt) -> None:
+    """Solve the study's ``[dmft]`` curves into ``out_dir/dmft.nc``, reusing the solutions already
+    stored there with the same settings (a stop between solutions keeps the file as it was)."""
+    path = out_dir / dmft_curves.FILE
+    stored = None
+    if path.exists():
+        try:
+            stored = xr.load_dataset(path)
+        except Exception:  # truncated or unreadable: solve everything again
+            stored = None
+    log.info("%s: DMFT curves of %s", study.name, ", ".join(study.dmft["optimizers"]))
+    results.write_dataset(dmft_curves.curves(study, stored, interrupt), path)
 
 
 def cell_states(study: Study, out_dir: Path) -> dict[str, list[str]]:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import dmft_curves
 from .config import BASELINES, OPTIMIZER_KEYS, RUN_KEYS, RunConfig, validate
 from .data import n_samples
 from .records import epoch_grid
@@ -28,11 +29,11 @@ from .records import epoch_grid
 AXES = ("p", "hidden", "alpha")
 #: The most cells a study may hold: one file each in one folder, and each a Python object while it runs.
 MAX_CELLS = 1_000_000
-STUDY_KEYS = ("name", "description", "seeds", "optimizer", "record", "plot", "scale")
+STUDY_KEYS = ("name", "description", "seeds", "optimizer", "record", "plot", "dmft", "scale")
 #: Figures a ``[plot]`` table may ask for (``figures``) and what may split them into panels
 #: (``panels``: the optimizer, its coordinates, the model, or the p / hidden axes).
 FIGURES = ("success", "diverged", "test_error", "train_error", "errors", "trajectories", "dynamics", "hessian",
-           "gradient_jumps")
+           "gradient_jumps", "dmft")
 DEFAULT_FIGURES = ("success", "test_error", "trajectories")
 PANEL_KEYS = ("optimizer", "model", "algorithm", "update", "momentum", "lr", "lr_scaling", "batch_fraction", "tau",
               "p", "hidden")
@@ -150,6 +151,7 @@ class Study:
     seeds: int
     plot: dict = dataclasses.field(default_factory=dict)  # the checked [plot] table
     record: tuple[str, ...] = ()  # the [record] keys set to true
+    dmft: dict = dataclasses.field(default_factory=dict)  # the checked [dmft] table ({}: no DMFT curves)
 
     @property
     def cells(self) -> Cells:
@@ -299,13 +301,17 @@ def _build_study(raw_table: dict, table: dict, scale: str, source: str, backend:
     if "hessian" in record and baselines:
         raise ValueError(f"record.hessian: the {' and '.join(baselines)} baseline has no training trajectory whose "
                          "final Hessian phaseret records; record Hessians in a study of gradient methods")
+    dmft = dmft_curves.check_table(table.get("dmft"), dict(zip(labels, settings)))
+    if "dmft" in plot["figures"] and not dmft:
+        raise ValueError("plot.figures: the dmft figure draws the DMFT of a [dmft] table; add one, e.g. "
+                         "[dmft] optimizers = [\"gd\"]")
     runs = max(block.seeds for block in blocks)
     if any(seed >= runs for seed in plot["seeds"]):
         raise ValueError(f"plot.seeds: {max(plot['seeds'])} is not a run of this study (it runs seeds 0 .. {runs - 1})")
     return Study(
         name=name, description=description, source=source, scale=scale, raw_table=raw_table, settings=table,
         optimizers=tuple(labels), optimizer_settings=tuple(settings), blocks=tuple(blocks),
-        seeds=runs, plot=plot, record=record,
+        seeds=runs, plot=plot, record=record, dmft=dmft,
     )
 
 

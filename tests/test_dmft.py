@@ -5,7 +5,9 @@ import pytest
 from scipy import integrate
 
 from phaseret import dmft
+from phaseret.config import validate
 from phaseret.models import Model
+from phaseret.runs import run_replicas
 
 
 def _spectral_moment(alpha: float, power: int, lr: float) -> float:
@@ -80,6 +82,55 @@ def test_the_overlap_agrees_with_simulations_of_phase_retrieval(algorithm, updat
     assert predicted[-1] - predicted[0] > 0.05  # the overlap rose
     for k in range(0, epochs + 1, 2):
         assert abs(predicted[k] - mean[k]) < 3 * error[k] + 0.015, (k, predicted[k], mean[k], error[k])
+
+
+def _engine_overlaps(algorithm, update, alpha, p, seeds, epochs, lr=0.02, overlap0=0.2):
+    """Overlap trajectories (seeds, epochs + 1) of phaseret's replica engine from starts at overlap ``overlap0``."""
+    configs = [validate(alpha=alpha, p=p, seed=seed, algorithm=algorithm, update=update, lr=lr, max_epochs=epochs,
+                        init="overlap", init_overlap=overlap0, stop={"test_error": 0.0, "grad_ema": 0.0})
+               for seed in range(seeds)]
+    batches = [configs[first : first + 4] for first in range(0, seeds, 4)]  # 4 seeds' data at a time
+    return np.array([r.trajectory.overlap.values for batch in batches for r in run_replicas(batch, np.arange(epochs + 1))])
+
+
+def _gaps(ds, runs):
+    """``(largest |DMFT - mean of runs| over the epochs, in standard errors; the same in overlap;
+    the largest standard error)``."""
+    error = runs.std(0, ddof=1)[1:] / np.sqrt(len(runs))
+    gap = np.abs(ds.overlap_trajectory.values - runs.mean(0))[1:]
+    return float(np.max(gap / error)), float(gap.max()), float(error.max())
+
+
+@pytest.mark.parametrize("algorithm, update", [("gd", "plain"), ("p-sgd", "heavy-ball")])
+def test_the_overlap_agrees_with_the_replica_engine(algorithm, update):
+    """The same comparison with phaseret's own engine (``init = "overlap"``; per-seed data, the
+    P-SGD chain of SPEC 4): 16 runs at p = 1024, alpha 4, lr 0.02, 10 epochs, within 3
+    standard errors plus 0.015 at every epoch."""
+    epochs = 10
+    ds = dmft.solve("pr-quadratic", alpha=4.0, lr=0.02, epochs=epochs, overlap0=0.2, paths=65_536,
+                    algorithm=algorithm, update=update)
+    runs = _engine_overlaps(algorithm, update, 4.0, 1024, 16, epochs)
+    error = runs.std(0, ddof=1) / np.sqrt(len(runs))
+    assert np.all(np.abs(ds.overlap_trajectory.values - runs.mean(0)) < 3 * error + 0.015)
+    assert runs.mean(0)[-1] - 0.2 > 0.05
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("alpha", [2.0, 4.0, 6.0])
+@pytest.mark.parametrize("algorithm, update", [("gd", "plain"), ("gd", "heavy-ball"), ("p-sgd", "plain"),
+                                               ("p-sgd", "heavy-ball")])
+def test_the_dmft_agrees_with_32_runs_at_p_4096_and_the_gap_shrinks_from_p_1024(alpha, algorithm, update):
+    """Issue 16's check: the DMFT overlap (262,144 paths) within 3 standard errors of the mean of
+    32 engine runs at p = 4096 at every epoch up to 20 (lr 0.02, start overlap 0.2), and its
+    largest gap no larger than at p = 1024, up to 3 standard errors of the p = 4096 mean."""
+    epochs = 20
+    ds = dmft.solve("pr-quadratic", alpha=alpha, lr=0.02, epochs=epochs, overlap0=0.2, paths=262_144,
+                    algorithm=algorithm, update=update)
+    in_errors, large, error = _gaps(ds, _engine_overlaps(algorithm, update, alpha, 4096, 32, epochs))
+    _, small, _ = _gaps(ds, _engine_overlaps(algorithm, update, alpha, 1024, 32, epochs))
+    print(f"{algorithm}+{update} alpha {alpha}: gap {large:.4f} ({in_errors:.2f} SE) at p 4096, {small:.4f} at p 1024")
+    assert in_errors < 3
+    assert large < small + 3 * error
 
 
 def test_halving_the_step_at_fixed_time_converges():

@@ -1,0 +1,147 @@
+"""DMFT curves beside a study's simulations (SPEC 14): the ``[dmft]`` table, one p -> infinity
+solution per optimizer and alpha, stored as ``DIR/dmft.nc`` and merged into the study's dataset
+as ``dmft_<name>_trajectory`` on the study's epoch grid.
+
+``[dmft]`` keys: ``optimizers`` (labels of the study's optimizers; default every one the equations
+cover), ``paths`` (the sample side's paths, default 65,536) and ``sampler`` (``sobol`` or
+``random``). The equations start from a fixed overlap (at p -> infinity a random start has 0), so
+a study with ``[dmft]`` starts its runs at ``init = "overlap"`` and the DMFT at the same overlap.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import xarray as xr
+
+from . import dmft
+from .config import RunConfig
+from .sizes import available_bytes
+
+KEYS = ("optimizers", "paths", "sampler")
+#: The file of a results folder that holds its DMFT curves.
+FILE = "dmft.nc"
+
+
+def uncovered(config: RunConfig) -> str | None:
+    """Why the DMFT does not cover a cell's optimizer and setting, or None."""
+    c = config
+    if c.hidden != 1:
+        return f"hidden = {c.hidden} (the equations are for the single-layer student)"
+    if c.algorithm not in dmft.ALGORITHMS:
+        return f"algorithm = {c.algorithm!r} (covered: {', '.join(dmft.ALGORITHMS)})"
+    if c.update not in dmft.UPDATES:
+        return f"update = {c.update!r} (covered: {', '.join(dmft.UPDATES)})"
+    if c.init != "overlap":
+        return f"init = {c.init!r} (the DMFT starts at a fixed overlap: set init = 'overlap' and init_overlap)"
+    if c.teacher != "sphere":
+        return f"teacher = {c.teacher!r} (the equations take |w*|^2 = p)"
+    return None
+
+
+def check_table(table, configs: dict[str, RunConfig]) -> dict:
+    """The ``[dmft]`` table against the study's optimizers (label -> a representative cell
+    config); returns ``{"optimizers": labels, "paths": int, "sampler": str}``, or {} without it."""
+    if table is None:
+        return {}
+    if not isinstance(table, dict):
+        raise ValueError('dmft: must be a table, e.g. [dmft] optimizers = ["gd", "p-sgd"]')
+    for key in table:
+        if key not in KEYS:
+            raise ValueError(f"dmft.{key}: unknown key; [dmft] takes {', '.join(KEYS)}")
+    labels = table.get("optimizers", [label for label, c in configs.items() if uncovered(c) is None])
+    if "optimizers" not in table and not labels:
+        reasons = "; ".join(f"{label}: {uncovered(c)}" for label, c in configs.items())
+        raise ValueError(f"dmft.optimizers: the DMFT covers none of this study's optimizers ({reasons})")
+    if not isinstance(labels, list) or not labels:
+        raise ValueError(f"dmft.optimizers: must be a non-empty list of the study's optimizer labels, got {labels!r}")
+    for label in labels:
+        if label not in configs:
+            raise ValueError(f"dmft.optimizers: {label!r} is not an optimizer of this study ({', '.join(configs)})")
+        reason = uncovered(configs[label])
+        if reason:
+            raise ValueError(f"dmft.optimizers: the DMFT does not cover {label!r}: {reason}")
+    paths = table.get("paths", 65_536)
+    if isinstance(paths, bool) or not isinstance(paths, int) or paths < 2:
+        raise ValueError(f"dmft.paths: must be an integer >= 2, got {paths!r}")
+    sampler = table.get("sampler", "sobol")
+    if sampler not in dmft.SAMPLERS:
+        raise ValueError(f"dmft.sampler: one of {', '.join(dmft.SAMPLERS)}, got {sampler!r}")
+    return {"optimizers": tuple(labels), "paths": paths, "sampler": sampler}
+
+
+def _settings(config: RunConfig) -> dict:
+    """The keyword arguments of :func:`phaseret.dmft.solve` for one cell's configuration."""
+    c = config
+    return dict(model=c.model, alpha=c.alpha, lr=c.step_size, epochs=c.max_epochs, algorithm=c.algorithm,
+                update=c.update, momentum=c.momentum, batch_fraction=c.batch_fraction, tau=c.tau,
+                overlap0=c.init_overlap, projection=c.projection, loss_eps=c.loss_eps, K=c.K)
+
+
+def solutions(study) -> list[tuple[str, float, dict]]:
+    """``(optimizer, alpha, solve's settings)`` of every DMFT the study asks for (one per
+    optimizer and alpha: the DMFT does not depend on p or the seed)."""
+    table, found = study.dmft, {}
+    for block in study.blocks:
+        c = block.config
+        if table and c.optimizer_label in table["optimizers"] and uncovered(c) is None:
+            found.setdefault((c.optimizer_label, c.alpha), _settings(c) | {"paths": table["paths"],
+                                                                            "sampler": table["sampler"]})
+    return [(label, alpha, settings) for (label, alpha), settings in found.items()]
+
+
+def check_memory(study) -> None:
+    """Refuse, before any work, a DMFT whose Jacobians do not fit in this machine's memory."""
+    available = available_bytes()
+    for label, alpha, settings in solutions(study):
+        steps = settings["epochs"] * dmft.steps_per_epoch(settings["algorithm"], settings["batch_fraction"])
+        needed = dmft.jacobian_bytes(settings["paths"], steps)
+        if available is not None and needed > available:
+            raise ValueError(f"dmft.paths: the DMFT of {label} at alpha {alpha:g} needs about {needed / 2**30:.1f} GiB "
+                             f"({settings['paths']} paths, {steps} steps) but {available / 2**30:.1f} GiB is available; "
+                             "lower dmft.paths or max_epochs")
+
+
+def curves(study, stored: xr.Dataset | None = None, between=None) -> xr.Dataset:
+    """The DMFT of every (optimizer, alpha) of ``[dmft]`` over ``optimizer, alpha, epoch`` on the
+    study's grid (NaN past an optimizer's budget). ``stored``: a previous ``dmft.nc``; its
+    solutions of the same settings are reused, not solved again. ``between()`` is called before
+    each solution (a run's stop check)."""
+    grid = study.grid
+    done = json.loads(stored.attrs.get("solutions", "[]")) if stored is not None else []
+    labels = list(dict.fromkeys(label for label, _, _ in solutions(study)))
+    alphas = sorted({alpha for _, alpha, _ in solutions(study)})
+    values = {name: np.full((len(labels), len(alphas), len(grid)), np.nan) for name in dmft.TRAJECTORIES}
+    for label, alpha, settings in solutions(study):
+        index = (labels.index(label), alphas.index(alpha))
+        entry = [label, alpha, settings]
+        if entry in done:
+            old = stored.sel(optimizer=label, alpha=alpha)
+            for name in values:
+                values[name][index] = old[name].values
+            continue
+        if between is not None:
+            between()
+        ds = dmft.solve(**settings)
+        on_grid = np.isin(grid, ds.epoch.values)
+        for name in values:
+            values[name][index][on_grid] = ds[name].sel(epoch=grid[on_grid]).values
+    data = {name: (("optimizer", "alpha", "epoch"), array, dmft.TRAJECTORIES[name]) for name, array in values.items()}
+    coords = {"optimizer": ("optimizer", labels, {"long_name": "optimizer"}),
+              "alpha": ("alpha", alphas, {"long_name": "sample ratio alpha = n/p", "units": "1"}),
+              "epoch": ("epoch", grid, {"long_name": "epoch", "units": "1"})}
+    attrs = {"title": f"DMFT (p -> infinity) of study {study.name}", "Conventions": "CF-1.8",
+             "solutions": json.dumps([[label, alpha, settings] for label, alpha, settings in solutions(study)]),
+             "references": "Gerbelot et al. 2022 (arXiv 2210.06591); Mignacco et al. 2020, 2021"}
+    return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def merged(ds: xr.Dataset, curves_ds: xr.Dataset) -> xr.Dataset:
+    """The study's dataset with the DMFT's variables as ``dmft_<name>`` over its optimizers and
+    alphas (NaN elsewhere), on the same epoch grid."""
+    extra = curves_ds.rename({name: f"dmft_{name}" for name in curves_ds.data_vars})
+    extra = extra.reindex(optimizer=ds.optimizer.values, alpha=ds.alpha.values)
+    extra.attrs = {}
+    return xr.merge([ds, extra.drop_vars([c for c in extra.coords if c not in ("optimizer", "alpha", "epoch")])],
+                    combine_attrs="override")

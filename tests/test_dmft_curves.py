@@ -1,0 +1,78 @@
+"""DMFT curves in a study (:mod:`phaseret.dmft_curves`): the [dmft] table, dmft.nc, the figure."""
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from phaseret import dmft
+from phaseret.folders import plot_folder
+from phaseret.runner import run_study
+from phaseret.study import build_study
+
+STUDY = {"name": "dm", "model": "pr-quadratic", "p": 256, "alpha": [3.0, 5.0], "seeds": 2, "max_epochs": 6,
+         "init": "overlap", "init_overlap": 0.2, "stop": {"test_error": 0.0},
+         "optimizer": [{"algorithm": "gd", "lr": 0.02}, {"algorithm": "p-sgd", "update": "heavy-ball", "lr": 0.02},
+                       {"algorithm": "sgd", "update": "adam", "lr": 0.001}],
+         "dmft": {"paths": 1024}, "plot": {"figures": ["dmft"]}}
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"init": "random", "init_overlap": None}, r"^dmft\.optimizers: .*init = 'random'"),
+        ({"dmft": {"optimizers": ["sgd+adam"]}}, r"^dmft\.optimizers: the DMFT does not cover 'sgd\+adam': update"),
+        ({"dmft": {"optimizers": ["lbfgs"]}}, r"^dmft\.optimizers: 'lbfgs' is not an optimizer"),
+        ({"dmft": {"paths": 0}}, r"^dmft\.paths: "),
+        ({"dmft": {"colour": 1}}, r"^dmft\.colour: unknown key"),
+        ({"hidden": 2, "dmft": {"optimizers": ["gd"]}}, r"^dmft\.optimizers: .*hidden = 2"),
+        ({"dmft": None}, r"^plot\.figures: the dmft figure draws"),
+    ],
+)
+def test_a_dmft_table_the_equations_do_not_cover_is_refused_naming_the_key(change, message):
+    table = {k: v for k, v in (STUDY | change).items() if v is not None}
+    with pytest.raises(ValueError, match=message):
+        build_study(table)
+
+
+def test_a_study_writes_the_dmft_beside_its_runs_and_draws_them_together(tmp_path):
+    study = build_study(STUDY)
+    assert study.dmft["optimizers"] == ("gd", "p-sgd+heavy-ball")  # Adam is not covered: left out by default
+    path = run_study(study, tmp_path, progress=False)
+    ds = xr.load_dataset(path)
+    direct = dmft.solve("pr-quadratic", alpha=5.0, lr=0.02, epochs=6, overlap0=0.2, paths=1024)
+    np.testing.assert_allclose(ds.dmft_overlap_trajectory.sel(optimizer="gd", alpha=5.0), direct.overlap_trajectory)
+    assert ds.dmft_overlap_trajectory.sel(optimizer="sgd+adam").isnull().all()
+    assert ds.dmft_test_error_trajectory.attrs["long_name"]
+    # The runs start where the DMFT starts, and both rise.
+    assert np.allclose(ds.overlap_trajectory.isel(epoch=0), 0.2)
+    assert (ds.dmft_overlap_trajectory.sel(optimizer="gd").isel(epoch=-1) > 0.3).all()
+    files = plot_folder(tmp_path)
+    assert {f.name for f in files} == {"dm_dmft.png", "dm_dmft.pdf"}
+
+
+def test_a_rerun_reuses_the_stored_solutions_and_solves_only_new_ones(tmp_path, monkeypatch):
+    run_study(build_study(STUDY), tmp_path, progress=False)
+    first = xr.load_dataset(tmp_path / "dmft.nc")
+    solved = []
+    original = dmft.solve
+    monkeypatch.setattr(dmft, "solve", lambda **keys: solved.append(keys["alpha"]) or original(**keys))
+    run_study(build_study(STUDY | {"alpha": [3.0, 5.0, 6.0]}), tmp_path, progress=False)
+    assert sorted(solved) == [6.0, 6.0]  # gd and p-sgd+heavy-ball at the new alpha only
+    again = xr.load_dataset(tmp_path / "dmft.nc")
+    xr.testing.assert_equal(again.sel(alpha=[3.0, 5.0]).overlap_trajectory, first.overlap_trajectory)
+
+
+def test_an_overlap_start_has_that_overlap_on_every_unit_and_its_key_is_checked():
+    from phaseret.config import validate
+    from phaseret.data import make_dataset
+    from phaseret.starts import starting_point
+
+    config = validate(alpha=2.0, p=300, hidden=3, init="overlap", init_overlap=-0.3)
+    data = make_dataset("phase-retrieval", 300, 2.0, 0)
+    W0 = starting_point(config, data, "phase-retrieval")
+    np.testing.assert_allclose(W0 @ data.w_star / 300, -0.3)
+    np.testing.assert_allclose(np.linalg.norm(W0, axis=1), np.sqrt(300))
+    assert len({round(float(v), 6) for v in W0[:, 0]}) == 3  # the units keep their own directions
+    for keys in ({"init": "overlap"}, {"init_overlap": 0.2}, {"init": "overlap", "init_overlap": 1.0}):
+        with pytest.raises(ValueError, match="^init_overlap: "):
+            validate(alpha=2.0, **keys)
