@@ -33,11 +33,14 @@ scrambled Sobol points for its Gaussian inputs and batch draws); each path carri
 its exact Jacobian ``J(t,s) = dlambda(t)/dtheta(s)``, so ``R_f(t,s) = E[f'(t) J(t,s)]``; and
 ``mu_f`` comes from Stein's lemma on ``lambda*``: ``E[f(t) lambda*] = mu_f(t) + sum_s R_f(t,s) m(s)``
 (exact also for the door's discontinuous labels). ``xi``'s covariance is the paths' own Gram
-matrix of ``f`` (incremental Gram-Schmidt, so it is positive semi-definite by construction).
+matrix of ``f`` (its Cholesky factor grown row by row, positive semi-definite by construction).
 The only errors are the sampling's and the time step's (``lr``).
 
-Cost: time O(paths T^3 / 6) for the Jacobians plus O(T^3) on the weight side; memory
-2 paths T^2 bytes (the Jacobians' lower triangles in float32), checked before any work.
+Cost: time O(paths T^3 / 6) for the Jacobians plus O(paths T^2) for the memory terms and the
+Gram matrix of f; memory 4 paths T^2 bytes (the Jacobians in float32), checked before any work.
+With ``memory = M`` each path keeps the Jacobian of its last M steps only (``R_f(t, s) = 0`` for
+``t - s > M``, where a sample's response to its own past has long decayed): time O(paths T M^2),
+memory 4 paths M^2 bytes; the window's effect is measured by solving again at 2M.
 """
 
 from __future__ import annotations
@@ -60,6 +63,10 @@ from .sizes import available_bytes
 ALGORITHMS = ("gd", "sgd", "p-sgd")
 UPDATES = ("plain", "heavy-ball", "nesterov")
 SAMPLERS = ("sobol", "random")
+#: A new f(t) whose part outside the span of the earlier ones carries less than this share of its
+#: square adds no direction to xi's covariance: near a fixed point f(t) barely changes, and the
+#: Cholesky factor's tiny pivots would amplify rounding into a noise of the wrong size.
+PIVOT = 1e-8
 #: The solution's variables over ``epoch``, with their CF attributes (SPEC 8's trajectory names).
 TRAJECTORIES = {
     "overlap_trajectory": {"units": "1", "long_name": "overlap |m| / sqrt(q) with the teacher (DMFT, p -> infinity)"},
@@ -80,7 +87,7 @@ def solve(model: str = "pr-quadratic", *, alpha: float, lr: float, epochs: int, 
           update: str = "plain", momentum: float = 0.9, batch_fraction: float = 0.5, tau: float = 2.0,
           overlap0: float = 0.0, projection: bool = True, hidden: int = 1, loss_eps: float = 1e-8,
           K: float = DEFAULT_K, paths: int = 4096, seed: int = 0, sampler: str = "sobol",
-          memory_bytes: int | None = None) -> xr.Dataset:
+          memory: int | None = None, memory_bytes: int | None = None) -> xr.Dataset:
     """The p -> infinity dynamics of one optimizer at fixed ``alpha``, over ``epochs`` epochs.
 
     The optimizer keys mean what they mean in a study (SPEC 4-5); ``sgd`` draws Bernoulli
@@ -89,14 +96,18 @@ def solve(model: str = "pr-quadratic", *, alpha: float, lr: float, epochs: int, 
     (at p -> infinity a random start has 0, which phase retrieval never leaves; a start at
     finite p has ``|m0|`` about ``1/sqrt(p)``). ``model = "linear"`` is the exact case: a linear
     student and teacher with the square loss. ``sampler``: the sample side's Gaussian inputs,
-    ``sobol`` (randomised quasi-Monte Carlo; ``paths`` a power of 2) or ``random``. Returns a
-    Dataset over ``epoch``.
+    ``sobol`` (randomised quasi-Monte Carlo; ``paths`` a power of 2) or ``random``. ``memory``:
+    keep each path's Jacobian ``J(t, s)`` for the last ``memory`` steps only (``R_f(t, s) = 0``
+    beyond; the teacher's component of the gradient stays exact): time O(paths T memory^2) and
+    memory O(paths memory^2) instead of O(paths T^3) and O(paths T^2); None keeps them all
+    (exact). ``memory_bytes``: the memory the solution may take (default: what is available).
+    Returns a Dataset over ``epoch``.
     """
     settings = _check(model, alpha, lr, epochs, algorithm, update, momentum, batch_fraction, tau, overlap0,
-                      projection, hidden, loss_eps, K, paths, seed, sampler)
+                      projection, hidden, loss_eps, K, paths, seed, sampler, memory)
     per_epoch = steps_per_epoch(algorithm, batch_fraction)
     steps = epochs * per_epoch
-    needed = jacobian_bytes(paths, steps)
+    needed = jacobian_bytes(paths, steps, memory)
     available = memory_bytes if memory_bytes is not None else available_bytes()
     if available is not None and needed > available:
         raise ValueError(f"paths, epochs: the DMFT's Jacobians need about {needed / 2**30:.1f} GiB "
@@ -106,9 +117,9 @@ def solve(model: str = "pr-quadratic", *, alpha: float, lr: float, epochs: int, 
     return _dataset(settings, trajectories, per_epoch)
 
 
-def jacobian_bytes(paths: int, steps: int) -> int:
-    """Memory of a solution: the Jacobians' lower triangles in float32, the per-path histories and inputs."""
-    return paths * steps * (steps + 1) * 2 + 8 * paths * (steps + 1) * 6
+def jacobian_bytes(paths: int, steps: int, memory: int | None = None) -> int:
+    """Memory of a solution: the Jacobians' windows in float32, the per-path histories and inputs."""
+    return paths * (4 * (window(memory, steps) + 1) ** 2 + 8 * (5 * steps + 2))
 
 
 def steps_per_epoch(algorithm: str, batch_fraction: float) -> int:
@@ -119,8 +130,10 @@ def steps_per_epoch(algorithm: str, batch_fraction: float) -> int:
 
 
 def _check(model, alpha, lr, epochs, algorithm, update, momentum, batch_fraction, tau, overlap0, projection,
-           hidden, loss_eps, K, paths, seed, sampler) -> dict:
+           hidden, loss_eps, K, paths, seed, sampler, memory) -> dict:
     """The settings, or a ValueError naming the first key the equations do not cover."""
+    if memory is not None and (isinstance(memory, bool) or not isinstance(memory, (int, np.integer)) or memory < 1):
+        raise ValueError(f"memory: must be an integer >= 1 (steps of the Jacobians kept) or None, got {memory!r}")
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler: one of {', '.join(SAMPLERS)}, got {sampler!r}")
     if model != LINEAR and model not in MODELS:
@@ -165,7 +178,8 @@ def _check(model, alpha, lr, epochs, algorithm, update, momentum, batch_fraction
                 update=update, momentum=float(momentum) if update != "plain" else 0.0,
                 batch_fraction=float(batch_fraction) if algorithm != "gd" else 1.0, tau=float(tau),
                 overlap0=float(overlap0), projection=bool(projection), loss_eps=float(loss_eps), K=float(K),
-                paths=int(paths), seed=int(seed), sampler=sampler, codes=(act, evaluation, loss, float(loss_eps), k_hat, door))
+                paths=int(paths), seed=int(seed), sampler=sampler, memory=None if memory is None else int(memory),
+                codes=(act, evaluation, loss, float(loss_eps), k_hat, door))
 
 
 def _targets(task: str, lam_star: np.ndarray, K: float, squared: bool) -> np.ndarray:
@@ -218,12 +232,15 @@ def _memberships(settings: dict, uniforms: np.ndarray) -> np.ndarray:
 def _sample_step(t, theta, member, R_w_row, F, Fp, J, target, act, evaluation, loss, eps, k_hat, door):
     """Step ``t`` of every path of the sample process: ``lambda(t) = theta(t) + sum_{u<t} R_w(t,u) f(u)``,
     then ``f(t)``, ``f'(t)`` (zero outside the batch) into ``F``, ``Fp`` (paths, T) and the Jacobian row
-    ``J(t, s) = delta_ts + sum_{s<=u<t} R_w(t,u) f'(u) J(u,s)``, ``s <= t``, into ``J`` (paths, T (T+1) / 2):
-    row t packed from ``t (t+1) / 2``, in float32 (the averages over paths are summed in float64).
-    Returns each path's loss and error (evaluation activation) at ``lambda(t)``."""
+    ``J(t, s) = delta_ts + sum_{s<=u<t} R_w(t,u) f'(u) J(u,s)`` for the ``W = J.shape[2] - 1`` latest
+    ``s`` (``t - W <= s <= t``) into the ring ``J`` (paths, W + 1, W + 1): row t at ``t mod (W + 1)``,
+    entry ``s - (t - W)``; float32 (the averages over paths are summed in float64). Returns each
+    path's loss and error (evaluation activation) at ``lambda(t)``."""
     paths = theta.shape[0]
+    W = J.shape[2] - 1
     losses = np.empty(paths)
     errors = np.empty(paths)
+    low = max(0, t - W)
     for i in prange(paths):
         lam = theta[i]
         for u in range(t):
@@ -236,17 +253,15 @@ def _sample_step(t, theta, member, R_w_row, F, Fp, J, target, act, evaluation, l
         if t < F.shape[1]:
             F[i, t] = member[i, t] * l1 * g1
             Fp[i, t] = member[i, t] * (l2 * g1 * g1 + l1 * g2)
-            start = t * (t + 1) // 2
-            row = J[i, start : start + t + 1]
+            row = J[i, t % (W + 1)]
             row[:] = 0.0
-            for u in range(t):
+            for u in range(low, t):
                 c = np.float32(R_w_row[u] * Fp[i, u])
                 if c != 0.0:
-                    first = u * (u + 1) // 2
-                    past = J[i, first : first + u + 1]
-                    for s in range(u + 1):
-                        row[s] += c * past[s]
-            row[t] = 1.0
+                    past = J[i, u % (W + 1)]
+                    for s in range(low, u + 1):
+                        row[s - (t - W)] += c * past[s - (u - W)]
+            row[W] = 1.0
     return losses, errors
 
 
@@ -264,17 +279,17 @@ def _forward(settings: dict, steps: int) -> dict:
     member = _memberships(settings, uniforms)
 
     T = steps
+    W = window(settings["memory"], T)
     A = np.zeros((T + 1, T + 2))  # w(t) = A[t] . (w*, z, xi(0), ..., xi(T-1))
     m0 = settings["overlap0"]
     A[0, 0], A[0, 1] = m0, math.sqrt(1 - m0 * m0)
     V = np.zeros(T + 2)  # the velocity's coefficients
-    L = np.zeros((T, T))  # C_f = L L^T (Gram-Schmidt of the paths' f)
-    Q = np.zeros((N, T))  # orthonormal directions of f over the paths (mean inner product)
+    L = np.zeros((T, T))  # C_f = L L^T, row by row (Cholesky of the paths' Gram matrix of f)
     R_f = np.zeros((T, T))
     mu_f = np.zeros(T)
     F = np.zeros((N, T))
     Fp = np.zeros((N, T))
-    J = np.zeros((N, max(1, T * (T + 1) // 2)), dtype=np.float32)
+    J = np.zeros((N, W + 1, W + 1), dtype=np.float32)
     norms = np.ones(T + 1)
     out = {k: np.empty(T + 1) for k in ("m", "q", "train_loss", "train_error")}
     for t in range(T + 1):
@@ -290,21 +305,16 @@ def _forward(settings: dict, steps: int) -> dict:
             break
         # Sample-side kernels at step t.
         f = F[:, t]
-        residual = f.copy()
-        for _ in range(2):  # Gram-Schmidt, twice for orthogonality in floating point
-            coefficients = Q[:, :t].T @ residual / N
-            residual -= Q[:, :t] @ coefficients
-            L[t, :t] += coefficients
-        L[t, t] = math.sqrt(residual @ residual / N)
-        if L[t, t] > 1e-12 * (1.0 + math.sqrt(f @ f / N)):
-            Q[:, t] = residual / L[t, t]
-        else:
-            L[t, t] = 0.0
-        row = t * (t + 1) // 2
-        R_f[t, : t + 1] = Fp[:, t] @ J[:, row : row + t + 1].astype(np.float64) / N
-        mu_f[t] = f @ lam_star / N - R_f[t, : t + 1] @ A[: t + 1, 0]
+        gram = F[:, : t + 1].T @ f / N  # C_f(t, s), s <= t
+        L[t, :t] = _lower_solve(L[:t, :t], gram[:t])
+        pivot = gram[t] - L[t, :t] @ L[t, :t]
+        L[t, t] = math.sqrt(pivot) if pivot > PIVOT * gram[t] else 0.0
+        low = max(0, t - W)
+        window_row = J[:, t % (W + 1), low - (t - W) :].astype(np.float64)
+        R_f[t, low : t + 1] = Fp[:, t] @ window_row / N
+        mu_f[t] = f @ lam_star / N - R_f[t, low : t + 1] @ A[low : t + 1, 0]
         # Weight side: the gradient's coefficients, the update, the projection.
-        G = alpha * (R_f[t, : t + 1] @ A[: t + 1])
+        G = alpha * (R_f[t, low : t + 1] @ A[low : t + 1])
         G[0] += alpha * mu_f[t]
         G[2 + t] += 1.0
         if update == "plain":
@@ -319,6 +329,26 @@ def _forward(settings: dict, steps: int) -> dict:
         A[t + 1] = w_hat / norms[t + 1]
     out["norm"] = norms
     return out
+
+
+def window(memory: int | None, steps: int) -> int:
+    """The Jacobians' memory in steps: all of them (exact) unless ``memory`` is smaller."""
+    return steps if memory is None else min(memory, steps)
+
+
+@njit(cache=True)
+def _lower_solve(L, b):
+    """``x`` with ``L x = b`` for lower-triangular ``L``; a zero pivot (a direction ``f`` has not
+    taken) gives a zero component."""
+    n = b.shape[0]
+    x = np.zeros(n)
+    for j in range(n):
+        if L[j, j] != 0.0:
+            total = b[j]
+            for k in range(j):
+                total -= L[j, k] * x[k]
+            x[j] = total / L[j, j]
+    return x
 
 
 def _population_error(settings: dict, m: np.ndarray, q: np.ndarray, seed: int) -> np.ndarray:

@@ -3,8 +3,9 @@ solution per optimizer and alpha, stored as ``DIR/dmft.nc`` and merged into the 
 as ``dmft_<name>_trajectory`` on the study's epoch grid.
 
 ``[dmft]`` keys: ``optimizers`` (labels of the study's optimizers; default every one the equations
-cover), ``paths`` (the sample side's paths, default 65,536) and ``sampler`` (``sobol`` or
-``random``). The equations start from a fixed overlap (at p -> infinity a random start has 0), so
+cover), ``epochs`` (the DMFT's horizon; default, and at most, each optimizer's budget: the
+solutions cost O(paths T^3)), ``paths`` (the sample side's paths, default 65,536), ``sampler``
+(``sobol`` or ``random``) and ``memory`` (the Jacobians' window in steps; default all, exact). The equations start from a fixed overlap (at p -> infinity a random start has 0), so
 a study with ``[dmft]`` starts its runs at ``init = "overlap"`` and the DMFT at the same overlap.
 """
 
@@ -19,7 +20,7 @@ from . import dmft
 from .config import RunConfig
 from .sizes import available_bytes
 
-KEYS = ("optimizers", "paths", "sampler")
+KEYS = ("optimizers", "epochs", "paths", "sampler", "memory")
 #: The file of a results folder that holds its DMFT curves.
 FILE = "dmft.nc"
 
@@ -68,7 +69,13 @@ def check_table(table, configs: dict[str, RunConfig]) -> dict:
     sampler = table.get("sampler", "sobol")
     if sampler not in dmft.SAMPLERS:
         raise ValueError(f"dmft.sampler: one of {', '.join(dmft.SAMPLERS)}, got {sampler!r}")
-    return {"optimizers": tuple(labels), "paths": paths, "sampler": sampler}
+    epochs = table.get("epochs")
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+        raise ValueError(f"dmft.epochs: must be an integer >= 1 (the DMFT's horizon), got {epochs!r}")
+    memory = table.get("memory")
+    if memory is not None and (isinstance(memory, bool) or not isinstance(memory, int) or memory < 1):
+        raise ValueError(f"dmft.memory: must be an integer >= 1 (steps of the Jacobians kept), got {memory!r}")
+    return {"optimizers": tuple(labels), "epochs": epochs, "paths": paths, "sampler": sampler, "memory": memory}
 
 
 def _settings(config: RunConfig) -> dict:
@@ -86,8 +93,9 @@ def solutions(study) -> list[tuple[str, float, dict]]:
     for block in study.blocks:
         c = block.config
         if table and c.optimizer_label in table["optimizers"] and uncovered(c) is None:
-            found.setdefault((c.optimizer_label, c.alpha), _settings(c) | {"paths": table["paths"],
-                                                                            "sampler": table["sampler"]})
+            horizon = min(c.max_epochs, table["epochs"] or c.max_epochs)
+            found.setdefault((c.optimizer_label, c.alpha), _settings(c) | {
+                "epochs": horizon, "paths": table["paths"], "sampler": table["sampler"], "memory": table["memory"]})
     return [(label, alpha, settings) for (label, alpha), settings in found.items()]
 
 
@@ -96,7 +104,7 @@ def check_memory(study) -> None:
     available = available_bytes()
     for label, alpha, settings in solutions(study):
         steps = settings["epochs"] * dmft.steps_per_epoch(settings["algorithm"], settings["batch_fraction"])
-        needed = dmft.jacobian_bytes(settings["paths"], steps)
+        needed = dmft.jacobian_bytes(settings["paths"], steps, settings["memory"])
         if available is not None and needed > available:
             raise ValueError(f"dmft.paths: the DMFT of {label} at alpha {alpha:g} needs about {needed / 2**30:.1f} GiB "
                              f"({settings['paths']} paths, {steps} steps) but {available / 2**30:.1f} GiB is available; "

@@ -13,7 +13,7 @@ STUDY = {"name": "dm", "model": "pr-quadratic", "p": 256, "alpha": [3.0, 5.0], "
          "init": "overlap", "init_overlap": 0.2, "stop": {"test_error": 0.0},
          "optimizer": [{"algorithm": "gd", "lr": 0.02}, {"algorithm": "p-sgd", "update": "heavy-ball", "lr": 0.02},
                        {"algorithm": "sgd", "update": "adam", "lr": 0.001}],
-         "dmft": {"paths": 1024}, "plot": {"figures": ["dmft"]}}
+         "dmft": {"paths": 1024, "epochs": 5}, "plot": {"figures": ["dmft"]}}
 
 
 @pytest.mark.parametrize(
@@ -24,6 +24,8 @@ STUDY = {"name": "dm", "model": "pr-quadratic", "p": 256, "alpha": [3.0, 5.0], "
         ({"dmft": {"optimizers": ["lbfgs"]}}, r"^dmft\.optimizers: 'lbfgs' is not an optimizer"),
         ({"dmft": {"paths": 0}}, r"^dmft\.paths: "),
         ({"dmft": {"colour": 1}}, r"^dmft\.colour: unknown key"),
+        ({"dmft": {"epochs": 0}}, r"^dmft\.epochs: "),
+        ({"dmft": {"memory": -3}}, r"^dmft\.memory: "),
         ({"hidden": 2, "dmft": {"optimizers": ["gd"]}}, r"^dmft\.optimizers: .*hidden = 2"),
         ({"dmft": None}, r"^plot\.figures: the dmft figure draws"),
     ],
@@ -39,13 +41,15 @@ def test_a_study_writes_the_dmft_beside_its_runs_and_draws_them_together(tmp_pat
     assert study.dmft["optimizers"] == ("gd", "p-sgd+heavy-ball")  # Adam is not covered: left out by default
     path = run_study(study, tmp_path, progress=False)
     ds = xr.load_dataset(path)
-    direct = dmft.solve("pr-quadratic", alpha=5.0, lr=0.02, epochs=6, overlap0=0.2, paths=1024)
-    np.testing.assert_allclose(ds.dmft_overlap_trajectory.sel(optimizer="gd", alpha=5.0), direct.overlap_trajectory)
+    direct = dmft.solve("pr-quadratic", alpha=5.0, lr=0.02, epochs=5, overlap0=0.2, paths=1024)
+    theory = ds.dmft_overlap_trajectory.sel(optimizer="gd", alpha=5.0)
+    np.testing.assert_allclose(theory.sel(epoch=direct.epoch), direct.overlap_trajectory)
+    assert np.isnan(theory.sel(epoch=6))  # past [dmft] epochs, within the budget of 6
     assert ds.dmft_overlap_trajectory.sel(optimizer="sgd+adam").isnull().all()
     assert ds.dmft_test_error_trajectory.attrs["long_name"]
     # The runs start where the DMFT starts, and both rise.
     assert np.allclose(ds.overlap_trajectory.isel(epoch=0), 0.2)
-    assert (ds.dmft_overlap_trajectory.sel(optimizer="gd").isel(epoch=-1) > 0.3).all()
+    assert (ds.dmft_overlap_trajectory.sel(optimizer="gd", epoch=5) > 0.3).all()
     files = plot_folder(tmp_path)
     assert {f.name for f in files} == {"dm_dmft.png", "dm_dmft.pdf"}
 
