@@ -39,8 +39,9 @@ The only errors are the sampling's and the time step's (``lr``).
 Cost: time O(paths T^3 / 6) for the Jacobians plus O(paths T^2) for the memory terms and the
 Gram matrix of f; memory 4 paths T^2 bytes (the Jacobians in float32), checked before any work.
 With ``memory = M`` each path keeps the Jacobian of its last M steps only (``R_f(t, s) = 0`` for
-``t - s > M``, where a sample's response to its own past has long decayed): time O(paths T M^2),
-memory 4 paths M^2 bytes; the window's effect is measured by solving again at 2M.
+``t - s > M``; the teacher's component of the gradient, ``alpha E[f lambda*]``, stays exact): time
+O(paths T M^2), memory 4 paths M^2 bytes. It is an approximation (R_f's memory is long: see the
+README for measured effects); check it by solving again with a longer window.
 """
 
 from __future__ import annotations
@@ -67,6 +68,11 @@ SAMPLERS = ("sobol", "random")
 #: square adds no direction to xi's covariance: near a fixed point f(t) barely changes, and the
 #: Cholesky factor's tiny pivots would amplify rounding into a noise of the wrong size.
 PIVOT = 1e-8
+#: A path whose |lambda| passes this many sqrt(q) has run away (a Gaussian field reaches 20 of its
+#: standard deviations with probability 1e-88): in pr-quadratic with a large step (momentum multiplies it by 1 / (1 - gamma)) the
+#: quartic loss makes the rare samples of large |lambda*| unstable, their f grows without bound
+#: and soon dominates C_f. The solution stops there (NaN after, ``diverged_epoch``).
+DIVERGED = 20.0
 #: The solution's variables over ``epoch``, with their CF attributes (SPEC 8's trajectory names).
 TRAJECTORIES = {
     "overlap_trajectory": {"units": "1", "long_name": "overlap |m| / sqrt(q) with the teacher (DMFT, p -> infinity)"},
@@ -235,11 +241,12 @@ def _sample_step(t, theta, member, R_w_row, F, Fp, J, target, act, evaluation, l
     ``J(t, s) = delta_ts + sum_{s<=u<t} R_w(t,u) f'(u) J(u,s)`` for the ``W = J.shape[2] - 1`` latest
     ``s`` (``t - W <= s <= t``) into the ring ``J`` (paths, W + 1, W + 1): row t at ``t mod (W + 1)``,
     entry ``s - (t - W)``; float32 (the averages over paths are summed in float64). Returns each
-    path's loss and error (evaluation activation) at ``lambda(t)``."""
+    path's loss and error (evaluation activation) at ``lambda(t)``, and the largest ``|lambda(t)|``."""
     paths = theta.shape[0]
     W = J.shape[2] - 1
     losses = np.empty(paths)
     errors = np.empty(paths)
+    sizes = np.empty(paths)
     low = max(0, t - W)
     for i in prange(paths):
         lam = theta[i]
@@ -248,6 +255,7 @@ def _sample_step(t, theta, member, R_w_row, F, Fp, J, target, act, evaluation, l
         g, g1, g2 = derivative.activation(act, lam, eps)
         l, l1, l2 = derivative.loss_terms(loss, g - k_hat, target[i])
         losses[i] = l
+        sizes[i] = abs(lam)
         s_eval = g - k_hat if evaluation == act else derivative.activation(evaluation, lam, eps)[0] - k_hat
         errors[i] = derivative.error_term(door, s_eval, target[i])
         if t < F.shape[1]:
@@ -262,7 +270,7 @@ def _sample_step(t, theta, member, R_w_row, F, Fp, J, target, act, evaluation, l
                     for s in range(low, u + 1):
                         row[s - (t - W)] += c * past[s - (u - W)]
             row[W] = 1.0
-    return losses, errors
+    return losses, errors, sizes.max()
 
 
 def _forward(settings: dict, steps: int) -> dict:
@@ -296,10 +304,17 @@ def _forward(settings: dict, steps: int) -> dict:
         xi_part = A[t, 2 : 2 + t] @ L[:t, :t] if t else np.zeros(0)  # theta's noise, on the white basis
         theta = A[t, 0] * lam_star + A[t, 1] * start_noise + math.sqrt(alpha) * (white[:, :t] @ xi_part)
         R_w_row = A[t, 2 : 2 + t].copy()
-        losses, errors = _sample_step(t, theta, member, R_w_row, F, Fp, J, target, act, evaluation, loss, eps,
-                                      k_hat, door)
+        losses, errors, largest = _sample_step(t, theta, member, R_w_row, F, Fp, J, target, act, evaluation, loss,
+                                               eps, k_hat, door)
+        q_t = A[t, :2] @ A[t, :2] + alpha * xi_part @ xi_part
+        if not largest < DIVERGED * math.sqrt(max(q_t, 1.0)):  # a path ran away: nothing past here means anything
+            for values in out.values():
+                values[t:] = np.nan
+            norms[t:] = np.nan
+            out["diverged_step"] = t
+            break
         out["m"][t] = A[t, 0]
-        out["q"][t] = A[t, :2] @ A[t, :2] + alpha * xi_part @ xi_part
+        out["q"][t] = q_t
         out["train_loss"][t], out["train_error"][t] = losses.mean(), errors.mean()
         if t == T:
             break
@@ -355,13 +370,16 @@ def _population_error(settings: dict, m: np.ndarray, q: np.ndarray, seed: int) -
     """Test error at p -> infinity from ``(m, q)``: exact for ``pr-quadratic`` (SPEC 3), else over
     200,000 fresh Gaussian samples ``(lambda, lambda*)`` of covariance ``[[q, m], [m, 1]]``."""
     if settings["model"] == "pr-quadratic":
-        return np.maximum(0.0, 0.5 * (3 * q * q - 2 * (q + 2 * m * m) + 3))
+        return np.maximum(0.0, 0.5 * (3 * q * q - 2 * (q + 2 * m * m) + 3))  # NaN stays NaN
     act, evaluation, _, eps, k_hat, door = settings["codes"]
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x54455354]))
     u, v = rng.standard_normal((2, 200_000))
     target = _targets(settings["task"], u, settings["K"], False)
     errors = np.empty(m.shape)
     for k, (mk, qk) in enumerate(zip(m, q)):
+        if not np.isfinite(mk + qk):  # past a runaway
+            errors[k] = np.nan
+            continue
         lam = mk * u + math.sqrt(max(qk - mk * mk, 0.0)) * v
         errors[k] = _mean_error(lam, target, evaluation, eps, k_hat, door)
     return errors
@@ -390,7 +408,8 @@ def _dataset(settings: dict, out: dict, per_epoch: int) -> xr.Dataset:
              "references": "Gerbelot et al. 2022 (arXiv 2210.06591); Mignacco et al. 2020 (NeurIPS); "
                            "Mignacco, Urbani, Zdeborova 2021",
              "solver": "causal forward solution in discrete time (no fixed-point iteration); weight side exact, "
-                       "sample side Monte Carlo over `paths` samples",
-             **{k: (int(v) if isinstance(v, bool) else v) for k, v in public.items()}}
+                       "sample side sampled over `paths` samples",
+             "diverged_epoch": -1 if "diverged_step" not in out else out["diverged_step"] // per_epoch,
+             **{k: (int(v) if isinstance(v, bool) else v) for k, v in public.items() if v is not None}}
     coords = {"epoch": ("epoch", at // per_epoch, {"units": "epochs", "long_name": "epoch"})}
     return xr.Dataset(data, coords=coords, attrs=attrs)
