@@ -73,6 +73,10 @@ PIVOT = 1e-8
 #: quartic loss makes the rare samples of large |lambda*| unstable, their f grows without bound
 #: and soon dominates C_f. The solution stops there (NaN after, ``diverged_epoch``).
 DIVERGED = 20.0
+#: A step that changes the weights' norm by this factor has run away too (the weight side's
+#: rescaling r is 1 + O(lr^2 |g|^2) in a stable run): with momentum and a truncated ``memory`` the
+#: weight process itself can blow up; the solution stops there as for a runaway path.
+RUNAWAY_RESCALING = 1.5
 #: The solution's variables over ``epoch``, with their CF attributes (SPEC 8's trajectory names).
 TRAJECTORIES = {
     "overlap_trajectory": {"units": "1", "long_name": "overlap |m| / sqrt(q) with the teacher (DMFT, p -> infinity)"},
@@ -341,6 +345,12 @@ def _forward(settings: dict, steps: int) -> dict:
         if settings["projection"]:
             noise = w_hat[2 : 3 + t] @ L[: t + 1, : t + 1]
             norms[t + 1] = math.sqrt(w_hat[:2] @ w_hat[:2] + alpha * noise @ noise)
+        if not norms[t + 1] < RUNAWAY_RESCALING:
+            for values in out.values():
+                values[t + 1 :] = np.nan
+            norms[t + 1 :] = np.nan
+            out["diverged_step"] = t + 1
+            break
         A[t + 1] = w_hat / norms[t + 1]
     out["norm"] = norms
     return out
