@@ -118,10 +118,11 @@ def curves(study, stored: xr.Dataset | None = None, between=None) -> xr.Dataset:
     each solution (a run's stop check)."""
     grid = study.grid
     done = json.loads(stored.attrs.get("solutions", "[]")) if stored is not None else []
-    labels = list(dict.fromkeys(label for label, _, _ in solutions(study)))
-    alphas = sorted({alpha for _, alpha, _ in solutions(study)})
+    wanted = solutions(study)
+    labels = list(dict.fromkeys(label for label, _, _ in wanted))
+    alphas = sorted({alpha for _, alpha, _ in wanted})
     values = {name: np.full((len(labels), len(alphas), len(grid)), np.nan) for name in dmft.TRAJECTORIES}
-    for label, alpha, settings in solutions(study):
+    for label, alpha, settings in wanted:
         index = (labels.index(label), alphas.index(alpha))
         entry = [label, alpha, settings]
         if entry in done:
@@ -140,7 +141,7 @@ def curves(study, stored: xr.Dataset | None = None, between=None) -> xr.Dataset:
               "alpha": ("alpha", alphas, {"long_name": "sample ratio alpha = n/p", "units": "1"}),
               "epoch": ("epoch", grid, {"long_name": "epoch", "units": "1"})}
     attrs = {"title": f"DMFT (p -> infinity) of study {study.name}", "Conventions": "CF-1.8",
-             "solutions": json.dumps([[label, alpha, settings] for label, alpha, settings in solutions(study)]),
+             "solutions": json.dumps([[label, alpha, settings] for label, alpha, settings in wanted]),
              "references": "Gerbelot et al. 2022 (arXiv 2210.06591); Mignacco et al. 2020, 2021"}
     return xr.Dataset(data, coords=coords, attrs=attrs)
 

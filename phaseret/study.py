@@ -124,9 +124,6 @@ class Cells(Sequence):
     def __eq__(self, other) -> bool:
         return isinstance(other, Sequence) and len(self) == len(other) and all(a == b for a, b in zip(self, other))
 
-    def __hash__(self):
-        return hash(self.spans)
-
     def __reduce__(self):
         return Cells, (self.spans,)
 
@@ -450,7 +447,7 @@ def _optimizer_blocks(run_keys: dict, seeds, where: str, record: tuple[str, ...]
         raise ValueError(f"seeds: {most} seeds make {count:,} cells for one optimizer; a study holds at most "
                          f"{MAX_CELLS:,} cells (one file each)")
     rest = {k: v for k, v in run_keys.items() if k not in AXES and k != "seed"}
-    blocks, configs = [], {}
+    blocks = []
     for combo in itertools.product(*axes.values()):
         point = dict(zip(axes, combo))
         p = point.get("p", RunConfig.p)
@@ -459,9 +456,8 @@ def _optimizer_blocks(run_keys: dict, seeds, where: str, record: tuple[str, ...]
             config = validate(**at_p, **point)
         except ValueError as error:
             raise ValueError(f"{where}{error}" if _from_optimizer(error) else str(error)) from None
-        configs[combo] = config
         blocks.append(Block(config, _at_p("seeds", seeds, p, ""), record))
-    representative = next(iter(configs.values()))
+    representative = blocks[0].config
     return representative.optimizer_label, representative, blocks
 
 
