@@ -20,7 +20,7 @@ from phaseret.kernels import derivative, panel
 from phaseret.models import Model
 
 N, P = 2048, 1024
-COLUMNS = (1, 2, 4, 6, 8, 10, 16, 32)
+COLUMNS = (1, 2, 4, 8, 16, 24, 32, 48, 64)
 
 
 def blas_step(X, W, t, mask, codes):

@@ -191,6 +191,30 @@ def test_a_panel_pass_equals_the_two_products(model, columns, dtype):
     np.testing.assert_allclose(panel_error, error, rtol=rtol)
 
 
+def test_a_long_panel_pass_keeps_its_workspace_bounded_and_skips_rows_outside_every_batch():
+    """Past ``MAX_CHUNKS * CHUNK`` rows the chunks grow instead of the workspace (a ragged last
+    chunk included), and a replica with no batch (a test set's evaluation) gets a zero gradient
+    with its loss and error still summed over every row."""
+    from phaseret.kernels import derivative, panel
+    from phaseret.models import Model
+
+    rng = np.random.default_rng(2)
+    n, p, columns = 2 * panel.MAX_CHUNKS * panel.CHUNK + 5, 17, 5
+    assert panel.chunks(n) == panel.MAX_CHUNKS and panel.chunk_rows(n) % 4 == 0
+    X, W = rng.standard_normal((n, p)) / np.sqrt(p), rng.standard_normal((columns, p))
+    m = Model("pr-quadratic", 1, 1e-3)
+    t = m.targets(rng.standard_normal(n))
+    mask = rng.random((columns, n)) < 0.5
+    mask[:4] = False  # a whole block of four columns outside every batch
+    Dt, loss, error = derivative.replica_factors(W @ X.T, t, mask, 1, *m.kernel_codes)
+    g, panel_loss, panel_error = panel.panel_step(X, W, t, mask, np.empty((panel.chunks(n), columns, p)),
+                                                  *m.kernel_codes)
+    assert np.all(g[:4] == 0) and np.any(g[4] != 0)
+    np.testing.assert_allclose(g, Dt @ X, rtol=1e-12, atol=1e-12 * np.abs(g).max())
+    np.testing.assert_allclose(panel_loss, loss, rtol=1e-12)
+    np.testing.assert_allclose(panel_error, error, rtol=1e-12)
+
+
 def test_a_panel_pass_does_not_depend_on_the_thread_count():
     """Dask workers run with NUMBA_NUM_THREADS=1; a study must give the same bits there as in-process."""
     import os

@@ -15,13 +15,17 @@ from numba import njit, prange
 
 from .derivative import activation, error_term, loss_terms
 
-#: Rows per chunk: a fixed cut, so the sums do not depend on the thread count.
+#: Rows per chunk, at least: a cut fixed by ``n`` alone, so the sums do not depend on the thread count.
 CHUNK = 256
+#: The most chunks: past ``MAX_CHUNKS * CHUNK`` rows the chunks grow, so the per-chunk gradients
+#: (the workspace, chunks x columns x p) stay bounded.
+MAX_CHUNKS = 16
 #: Columns formed together over a block of four rows.
 BLOCK = 4
-#: The most columns per pass, past which BLAS is as fast on the development machine
-#: (``benchmarks/panel.py``).
-PANEL_COLUMNS = 16
+#: The most columns per pass. On the development machine (AMD EPYC, 2 cores, 2026-12-02) the
+#: pass beat BLAS at every width up to 64 (1.14x-1.79x, ``benchmarks/panel.py``); on the
+#: Emerald Rapids machine of 2026-11-30 BLAS was as fast past 16 columns.
+PANEL_COLUMNS = 64
 
 
 @njit(cache=True, inline="always")
@@ -33,9 +37,18 @@ def _sample(lam, target, inside, act, evaluation, loss, eps, k_hat, door):
     return value, error_term(door, s_eval, target), l1 * g1 if inside else 0.0
 
 
+@njit(cache=True)
+def chunk_rows(n: int) -> int:
+    """Rows per chunk for ``n`` rows: ``CHUNK``, or more (a multiple of four) to make at most
+    ``MAX_CHUNKS`` chunks."""
+    rows = -(-n // MAX_CHUNKS)
+    return max(CHUNK, rows + (-rows) % 4)
+
+
+@njit(cache=True)
 def chunks(n: int) -> int:
     """How many chunks of rows :func:`panel_step` cuts ``n`` rows into."""
-    return (n + CHUNK - 1) // CHUNK
+    return -(-n // chunk_rows(n))
 
 
 @njit(cache=True, inline="always")
@@ -127,7 +140,7 @@ def panel_step(X, W, t, mask, G, act, evaluation, loss, eps, k_hat, door):
     inf propagate (no ``nnan``/``ninf`` fast-math flags)."""
     n, p = X.shape
     k = W.shape[0]
-    count = (n + CHUNK - 1) // CHUNK
+    size, count = chunk_rows(n), chunks(n)
     zero = np.zeros(1, dtype=X.dtype)[0]  # sums in the step's dtype (vectorised float32)
     losses = np.zeros((count, k))
     errors = np.zeros((count, k))
@@ -136,7 +149,7 @@ def panel_step(X, W, t, mask, G, act, evaluation, loss, eps, k_hat, door):
         D = np.zeros((BLOCK, 4), dtype=X.dtype)
         for first in range(0, k, BLOCK):
             last = min(k, first + BLOCK)
-            mu, stop = c * CHUNK, min(n, (c + 1) * CHUNK)
+            mu, stop = c * size, min(n, (c + 1) * size)
             while mu < stop:
                 rows = 4 if stop - mu >= 4 else 1
                 tile = rows == 4 and last - first == BLOCK
@@ -150,7 +163,8 @@ def panel_step(X, W, t, mask, G, act, evaluation, loss, eps, k_hat, door):
                         losses[c, r] += value
                         errors[c, r] += error
                 if tile:
-                    _tile_backward(X, D, G, c, mu, first, p)
+                    if D.any():  # a tile outside every batch (a test set's) has nothing to add
+                        _tile_backward(X, D, G, c, mu, first, p)
                 else:
                     for r in range(first, last):
                         _column_backward(X, D[r - first], G, c, mu, rows, r, p)
