@@ -114,10 +114,11 @@ def check_memory(study) -> None:
 def curves(study, stored: xr.Dataset | None = None, between=None) -> xr.Dataset:
     """The DMFT of every (optimizer, alpha) of ``[dmft]`` over ``optimizer, alpha, epoch`` on the
     study's grid (NaN past an optimizer's budget). ``stored``: a previous ``dmft.nc``; its
-    solutions of the same settings are reused, not solved again. ``between()`` is called before
+    solutions of the same settings and solver revision (``dmft.REVISION``) are reused, not solved again. ``between()`` is called before
     each solution (a run's stop check)."""
     grid = study.grid
-    done = json.loads(stored.attrs.get("solutions", "[]")) if stored is not None else []
+    current = stored is not None and stored.attrs.get("revision") == dmft.REVISION  # else solved by an older solver
+    done = json.loads(stored.attrs.get("solutions", "[]")) if current else []
     wanted = solutions(study)
     labels = list(dict.fromkeys(label for label, _, _ in wanted))
     alphas = sorted({alpha for _, alpha, _ in wanted})
@@ -142,6 +143,7 @@ def curves(study, stored: xr.Dataset | None = None, between=None) -> xr.Dataset:
               "epoch": ("epoch", grid, {"long_name": "epoch", "units": "1"})}
     attrs = {"title": f"DMFT (p -> infinity) of study {study.name}", "Conventions": "CF-1.8",
              "solutions": json.dumps([[label, alpha, settings] for label, alpha, settings in wanted]),
+             "revision": dmft.REVISION,
              "references": "Gerbelot et al. 2022 (arXiv 2210.06591); Mignacco et al. 2020, 2021"}
     return xr.Dataset(data, coords=coords, attrs=attrs)
 

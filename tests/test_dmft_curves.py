@@ -64,6 +64,12 @@ def test_a_rerun_reuses_the_stored_solutions_and_solves_only_new_ones(tmp_path, 
     assert sorted(solved) == [6.0, 6.0]  # gd and p-sgd+heavy-ball at the new alpha only
     again = xr.load_dataset(tmp_path / "dmft.nc")
     xr.testing.assert_equal(again.sel(alpha=[3.0, 5.0]).overlap_trajectory, first.overlap_trajectory)
+    # Solutions of another solver revision are solved again, all of them.
+    monkeypatch.setattr(dmft, "REVISION", dmft.REVISION + 1)
+    solved.clear()
+    run_study(build_study(STUDY | {"alpha": [3.0, 5.0, 6.0]}), tmp_path, progress=False)
+    assert len(solved) == 6
+    assert xr.load_dataset(tmp_path / "dmft.nc").attrs["revision"] == dmft.REVISION
 
 
 def test_an_overlap_start_has_that_overlap_on_every_unit_and_its_key_is_checked():
