@@ -145,6 +145,22 @@ def test_the_dmft_agrees_with_32_runs_at_p_4096_and_the_gap_shrinks_from_p_1024(
     assert large < small + 3 * error
 
 
+def test_replicates_average_independent_solutions_and_give_their_standard_error():
+    """``replicates = 3``: the mean of the solutions of seeds 0, 1, 2 (m averaged, the overlap from
+    the means) and the overlap's standard error over them; one solution has no error bar."""
+    keys = dict(alpha=4.0, lr=0.02, epochs=6, overlap0=0.2, paths=1024, algorithm="p-sgd")
+    ds = dmft.solve("pr-quadratic", replicates=3, **keys)
+    alone = [dmft.solve("pr-quadratic", seed=seed, **keys) for seed in range(3)]
+    m = np.mean([one.magnetization_trajectory.values for one in alone], axis=0)
+    np.testing.assert_allclose(ds.magnetization_trajectory.values, m, rtol=1e-12)
+    overlaps = np.array([one.overlap_trajectory.values for one in alone])
+    np.testing.assert_allclose(ds.overlap_trajectory_stderr.values, overlaps.std(0, ddof=1) / np.sqrt(3), rtol=1e-9)
+    assert ds.overlap_trajectory_stderr.values[1:].min() > 0
+    assert np.isnan(alone[0].overlap_trajectory_stderr.values).all()
+    with pytest.raises(ValueError, match="^replicates: "):
+        dmft.solve("pr-quadratic", replicates=0, **keys)
+
+
 def test_halving_the_step_at_fixed_time_converges():
     """GD on pr-quadratic at alpha 4 up to time lr x steps = 0.4, at lr 0.02, 0.01 and 0.005
     (16,384 paths): halving the step from 0.01 moves the overlap by less than 0.02 at equal
