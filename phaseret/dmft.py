@@ -331,6 +331,8 @@ def _forward(settings: dict, steps: int) -> dict:
     # heavy-ball, alpha 2, epoch 20, 4 solver seeds: 0.155-0.199 against 0.219-0.228 by the product).
     smooth = settings["update"] == "plain"
     target_slope = _target_slopes(settings["task"], lam_star, squared, loss) if smooth else None
+    along_stein = target_slope is not None
+    slopes = target_slope if along_stein else lam_star[:0]  # an empty array: the kernel keeps no Fe
     member = _memberships(settings, uniforms)
 
     T = steps
@@ -344,7 +346,7 @@ def _forward(settings: dict, steps: int) -> dict:
     mu_f = np.zeros(T)
     F = np.zeros((N, T))
     Fp = np.zeros((N, T))
-    Fe = np.zeros((N, T if target_slope is not None else 0))
+    Fe = np.zeros((N, T if along_stein else 0))
     J = np.zeros((N, W + 1, W + 1), dtype=np.float32)
     norms = np.ones(T + 1)
     out = {k: np.empty(T + 1) for k in ("m", "q", "train_loss", "train_error")}
@@ -352,15 +354,11 @@ def _forward(settings: dict, steps: int) -> dict:
         xi_part = A[t, 2 : 2 + t] @ L[:t, :t] if t else np.zeros(0)  # theta's noise, on the white basis
         theta = A[t, 0] * lam_star + A[t, 1] * start_noise + math.sqrt(alpha) * (white[:, :t] @ xi_part)
         R_w_row = A[t, 2 : 2 + t].copy()
-        slopes = target_slope if target_slope is not None else lam_star[:0]
         losses, errors, largest = _sample_step(t, theta, A[t, 0], member, R_w_row, F, Fp, Fe, J, target, slopes, act,
                                                evaluation, loss, eps, k_hat, door)
         q_t = A[t, :2] @ A[t, :2] + alpha * xi_part @ xi_part
         if not largest < DIVERGED * math.sqrt(max(q_t, 1.0)):  # a path ran away: nothing past here means anything
-            for values in out.values():
-                values[t:] = np.nan
-            norms[t:] = np.nan
-            out["diverged_step"] = t
+            _run_away(out, norms, t)
             break
         out["m"][t] = A[t, 0]
         out["q"][t] = q_t
@@ -378,7 +376,7 @@ def _forward(settings: dict, steps: int) -> dict:
         R_f[t, low : t + 1] = Fp[:, t] @ window_row / N
         # E[f lambda*]: along Stein's direction on each path where that is the better estimate (the two
         # terms of mu_f then cancel path by path), else the plain average of f lambda*.
-        f_lam_star = Fe[:, t].mean() if Fe.shape[1] else f @ lam_star / N
+        f_lam_star = Fe[:, t].mean() if along_stein else f @ lam_star / N
         mu_f[t] = f_lam_star - R_f[t, low : t + 1] @ A[low : t + 1, 0]
         # Weight side: the gradient's coefficients, the update, the projection.
         G = alpha * (R_f[t, low : t + 1] @ A[low : t + 1])
@@ -394,14 +392,19 @@ def _forward(settings: dict, steps: int) -> dict:
             noise = w_hat[2 : 3 + t] @ L[: t + 1, : t + 1]
             norms[t + 1] = math.sqrt(w_hat[:2] @ w_hat[:2] + alpha * noise @ noise)
         if not norms[t + 1] < RUNAWAY_RESCALING:
-            for values in out.values():
-                values[t + 1 :] = np.nan
-            norms[t + 1 :] = np.nan
-            out["diverged_step"] = t + 1
+            _run_away(out, norms, t + 1)
             break
         A[t + 1] = w_hat / norms[t + 1]
     out["norm"] = norms
     return out
+
+
+def _run_away(out: dict, norms: np.ndarray, step: int) -> None:
+    """Mark the solution run away at ``step``: NaN from there in every per-step array."""
+    for values in out.values():
+        values[step:] = np.nan
+    norms[step:] = np.nan
+    out["diverged_step"] = step
 
 
 def window(memory: int | None, steps: int) -> int:

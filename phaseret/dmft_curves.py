@@ -114,8 +114,8 @@ def check_memory(study) -> None:
 def curves(study, stored: xr.Dataset | None = None, between=None) -> xr.Dataset:
     """The DMFT of every (optimizer, alpha) of ``[dmft]`` over ``optimizer, alpha, epoch`` on the
     study's grid (NaN past an optimizer's budget). ``stored``: a previous ``dmft.nc``; its
-    solutions of the same settings and solver revision (``dmft.REVISION``) are reused, not solved again. ``between()`` is called before
-    each solution (a run's stop check)."""
+    solutions of the same settings and solver revision (``dmft.REVISION``) are reused, not solved
+    again. ``between()`` is called before each solution (a run's stop check)."""
     grid = study.grid
     current = stored is not None and stored.attrs.get("revision") == dmft.REVISION  # else solved by an older solver
     done = json.loads(stored.attrs.get("solutions", "[]")) if current else []
