@@ -4,7 +4,9 @@ b = 0.5, tau = 2, Nesterov 0.9, lr 0.005, d = 1 unless a row says otherwise.
 
     python benchmarks/replicas.py            # needs torch for the PyTorch rows: pip install torch==2.13.0
 
-Every rate is the median of 5 repeats. A phaseret rate is the steady state of the whole
+phaseret and PyTorch are measured in turns, 5 times each per row, so both sides of a ratio
+see the same minutes of a shared machine; every rate is the median of its 5, and the ratio is
+the median of the 5 turns' ratios, their range printed beside it. A phaseret rate is the steady state of the whole
 training loop, the epoch's evaluation included: (steps of a 400-epoch run - steps of a 100-epoch
 run) / (difference of their times; 30 and 10 epochs for d = 100), so set-up and compilation
 cancel out. The
@@ -25,6 +27,7 @@ from phaseret.training import epoch_grid, run_replicas
 P, ALPHA, B, TAU, GAMMA, LR = 1024, 2.0, 0.5, 2.0, 0.9, 0.005
 N = int(ALPHA * P)
 REPEATS = 5
+PAUSE = 0.5  # seconds between turns (PyTorch's spinning threads)
 THESIS_RATE = 80.0  # P-SGD steps/s of the thesis' own PyTorch code at this setting (issue 5)
 NO_STOP = {"test_error": 0.0, "train_error": 0.0, "grad_ema": 0.0}
 STUDY_GRID = epoch_grid(20_002)
@@ -40,8 +43,16 @@ def median_rate(measure) -> float:
 
 def phaseret_rate(seeds: int, landscape: str, algorithm: str, dtype: str, hidden: int = 1, *, backend: str = "cpu",
                   p: int = P, epochs: tuple[int, int] | None = None) -> float:
-    """Steady-state seed-steps per second of ``run_replicas`` (stops disabled): the steps of a
-    ``short + extra``-epoch run minus those of a ``short``-epoch run over the difference of their times."""
+    """Steady-state seed-steps per second of ``run_replicas`` (stops disabled), the median of
+    :func:`phaseret_measure`'s repeats."""
+    return median_rate(phaseret_measure(seeds, landscape, algorithm, dtype, hidden, backend=backend, p=p, epochs=epochs))
+
+
+def phaseret_measure(seeds: int, landscape: str, algorithm: str, dtype: str, hidden: int = 1, *, backend: str = "cpu",
+                     p: int = P, epochs: tuple[int, int] | None = None):
+    """One measurement of the steady-state seed-steps per second of ``run_replicas`` (stops
+    disabled): the steps of a ``short + extra``-epoch run minus those of a ``short``-epoch run over
+    the difference of their times."""
 
     def timed(max_epochs):
         configs = [
@@ -62,14 +73,14 @@ def phaseret_rate(seeds: int, landscape: str, algorithm: str, dtype: str, hidden
         long_time, long_steps = timed(short + extra)
         return (long_steps - short_steps) / (long_time - short_time)
 
-    return median_rate(measure)
+    return measure
 
 
 # --- PyTorch: a competent CPU loop written for this benchmark --------------------------------
 
 
-def torch_rate(seeds: int, landscape: str, algorithm: str, dtype: str, hidden: int = 1) -> float:
-    """The same P-SGD+Nesterov (or GD) on pr-quadratic in PyTorch: tensor indexing, seeds batched
+def torch_measure(seeds: int, landscape: str, algorithm: str, dtype: str, hidden: int = 1):
+    """One measurement of the same P-SGD+Nesterov (or GD) on pr-quadratic in PyTorch: tensor indexing, seeds batched
     with ``torch.bmm`` (per-seed) or one matrix product over the stacked weights (shared), the
     epoch's train error measured after every epoch, projection on the sphere."""
     import torch
@@ -118,7 +129,7 @@ def torch_rate(seeds: int, landscape: str, algorithm: str, dtype: str, hidden: i
         float(train_error.sum())
         return seeds * steps / (time.perf_counter() - start)
 
-    return median_rate(measure)
+    return measure
 
 
 # --- roofline --------------------------------------------------------------------------------
@@ -182,37 +193,55 @@ ROWS = [
 ]
 
 
+def side_by_side(ours, peer) -> tuple[float, float, list[float]]:
+    """Median rates of two measurements taken in turns, ``REPEATS`` times each after a warm-up,
+    and the ratio of each turn's pair: both sides see the same minutes of a noisy machine.
+    PyTorch's OpenMP threads spin for a while after each use, so each of its turns is followed
+    by a pause before phaseret's next."""
+    ours(), peer()
+    pairs = []
+    for _ in range(REPEATS):
+        time.sleep(PAUSE)
+        a = ours()
+        b = peer()
+        pairs.append((a, b))
+    return (statistics.median(a for a, _ in pairs), statistics.median(b for _, b in pairs),
+            sorted(a / b for a, b in pairs))
+
+
+def roofline(ours: float, seeds: int, landscape: str, algorithm: str, dtype: str, hidden: int,
+             bandwidth: dict) -> tuple[str, float]:
+    """The row's roof and the fraction of it ``ours`` reaches."""
+    columns = seeds * hidden if landscape == "shared" else hidden  # columns of one product with X
+    if columns == 1:
+        return f"GEMV {bandwidth[dtype]:.0f} GB/s", useful_gbytes(ours, dtype, algorithm) / bandwidth[dtype]
+    roof = gemm_rate(columns, dtype)
+    return f"GEMM {roof:.0f} GFLOP/s", useful_gflops(ours, hidden, algorithm) / roof
+
+
 def main() -> None:
     bandwidth = {dt: gemv_bandwidth(dt) for dt in ("float64", "float32")}
-    # All NumPy/phaseret measurements first: PyTorch's OpenMP threads keep spinning for a while
-    # after each use and would steal the cores from whatever runs next.
-    rows = []
-    for seeds, landscape, algorithm, dtype, hidden in ROWS:
-        ours = phaseret_rate(seeds, landscape, algorithm, dtype, hidden)
-        columns = seeds * hidden if landscape == "shared" else hidden  # columns of one product with X
-        if columns == 1:
-            roof = bandwidth[dtype]
-            reached = useful_gbytes(ours, dtype, algorithm) / roof
-            roof_text = f"GEMV {roof:.0f} GB/s"
-        else:
-            roof = gemm_rate(columns, dtype)
-            reached = useful_gflops(ours, hidden, algorithm) / roof
-            roof_text = f"GEMM {roof:.0f} GFLOP/s"
-        rows.append((seeds, landscape, algorithm, dtype, hidden, ours, roof_text, reached))
     try:
         import torch  # noqa: F401
-
-        peers = [torch_rate(*row[:5]) for row in rows]
     except ImportError:
-        peers = [float("nan")] * len(rows)
+        torch = None
+    rows = []
+    for row in ROWS:
+        ours_measure = phaseret_measure(*row)
+        if torch is None:
+            ours, peer, ratios = median_rate(ours_measure), float("nan"), [float("nan")]
+        else:
+            ours, peer, ratios = side_by_side(ours_measure, torch_measure(*row))
+        rows.append((row, ours, peer, ratios, *roofline(ours, *row, bandwidth)))
     print(f"roofline: GEMV bandwidth float64 {bandwidth['float64']:.1f} GB/s, float32 {bandwidth['float32']:.1f} GB/s")
     header = (f"{'seeds':>5} {'landscape':>9} {'algo':>5} {'dtype':>7} {'d':>3} | {'phaseret':>9} {'x thesis':>8} | "
-              f"{'torch':>9} {'ratio':>6} | {'roofline':>22} {'reached':>8}")
+              f"{'torch':>9} {'ratio':>6} {'spread':>11} | {'roofline':>22} {'reached':>8}")
     print(header)
     print("-" * len(header))
-    for (seeds, landscape, algorithm, dtype, hidden, ours, roof_text, reached), peer in zip(rows, peers):
+    for (seeds, landscape, algorithm, dtype, hidden), ours, peer, ratios, roof_text, reached in rows:
+        spread = f"{ratios[0]:.2f}-{ratios[-1]:.2f}"
         print(f"{seeds:>5} {landscape:>9} {algorithm:>5} {dtype:>7} {hidden:>3} | {ours:>9.0f} {ours / THESIS_RATE:>7.0f}x | "
-              f"{peer:>9.0f} {ours / peer:>5.2f}x | {roof_text:>22} {reached:>7.0%}")
+              f"{peer:>9.0f} {statistics.median(ratios):>5.2f}x {spread:>11} | {roof_text:>22} {reached:>7.0%}")
 
 
 if __name__ == "__main__":

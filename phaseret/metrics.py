@@ -8,15 +8,46 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+from numba import njit
 
 
 def _as_units(W: np.ndarray, w_star: np.ndarray) -> np.ndarray:
-    """``W`` as (d, p) or a stack (R, d, p), in float64, checked against the teacher's length."""
-    W = np.atleast_2d(np.asarray(W, dtype=float))
+    """``W`` as (d, p) or a stack (R, d, p), float32 kept, anything else as float64, checked
+    against the teacher's length."""
+    W = np.atleast_2d(np.asarray(W))
+    if W.dtype not in (np.float32, np.float64):
+        W = W.astype(float)
     w_star = np.asarray(w_star)
     if W.ndim > 3 or w_star.ndim != 1 or W.shape[-1] != w_star.shape[0]:
         raise ValueError(f"W: expected shape (d, p={w_star.shape[-1]}), (p,) or (R, d, p), got {np.shape(W)}")
     return W
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _overlaps(W, w_star):
+    """``q`` (R, d, d) with ``q_kl = w_k . w_l / p`` and ``m`` (R, d) with ``m_k = w_k . w* / p`` of a
+    stack ``W`` (R, d, p), summed in float64 whatever ``W``'s dtype (one pass per pair of units
+    along their contiguous rows, no float64 copy; the sums may be reordered to vectorise)."""
+    R, d, p = W.shape
+    q, m = np.empty((R, d, d)), np.empty((R, d))
+    for r in range(R):
+        for k in range(d):
+            total = 0.0
+            for i in range(p):
+                total += float(W[r, k, i]) * w_star[i]
+            m[r, k] = total / p
+            for l in range(k + 1):
+                total = 0.0
+                for i in range(p):
+                    total += float(W[r, k, i]) * float(W[r, l, i])
+                q[r, k, l] = q[r, l, k] = total / p
+    return q, m
+
+
+def _stacked_overlaps(W: np.ndarray, w_star: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``q`` (..., d, d) and ``m`` (..., d) of ``W`` (d, p) or (R, d, p) (:func:`_overlaps`)."""
+    q, m = _overlaps(W.reshape(-1, *W.shape[-2:]), np.asarray(w_star, dtype=float))
+    return q.reshape(*W.shape[:-2], *q.shape[-2:]), m.reshape(*W.shape[:-1])
 
 
 def population_error(W: np.ndarray, w_star: np.ndarray):
@@ -29,8 +60,7 @@ def population_error(W: np.ndarray, w_star: np.ndarray):
     W = _as_units(W, w_star)
     d, p = W.shape[-2:]
     Q = float(w_star @ w_star) / p
-    q = W @ W.swapaxes(-1, -2) / p
-    m = W @ w_star / p
+    q, m = _stacked_overlaps(W, w_star)
     q_diag = np.diagonal(q, axis1=-2, axis2=-1)
     e_s2 = (np.sum(q_diag, axis=-1) ** 2 + 2.0 * np.sum(q * q, axis=(-2, -1))) / d**2
     e_sz2 = np.sum(Q * q_diag + 2.0 * m * m, axis=-1) / d
@@ -42,7 +72,9 @@ def population_error(W: np.ndarray, w_star: np.ndarray):
 def unit_overlaps(W: np.ndarray, w_star: np.ndarray) -> np.ndarray:
     """Per-unit overlaps ``|m_k| / sqrt(q_kk Q)`` in [0, 1], shape (d,) (or (R, d) for a stack)."""
     W = _as_units(W, w_star)
-    return np.abs(W @ w_star) / (np.linalg.norm(W, axis=-1) * np.linalg.norm(w_star))
+    q, m = _stacked_overlaps(W, w_star)
+    Q = float(w_star @ w_star) / W.shape[-1]
+    return np.abs(m) / np.sqrt(np.diagonal(q, axis1=-2, axis2=-1) * Q)
 
 
 def overlap(W: np.ndarray, w_star: np.ndarray) -> float:

@@ -112,3 +112,52 @@ def test_coordinate_form_equals_the_array_rule(update):
                                    rule.eps) for i in range(6)]
         first, second = np.array([m[1] for m in moves]), np.array([m[2] for m in moves])
         np.testing.assert_allclose(-ETA * np.array([m[0] for m in moves]), delta, rtol=1e-13, atol=1e-16)
+
+
+@pytest.mark.parametrize("update", ["plain", "heavy-ball", "nesterov", "adam"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_cpu_descent_kernel_equals_the_array_rule_and_the_gradient_ema(update, dtype):
+    """``kernels.descent.descend``, the CPU backend's update, against its NumPy meaning: the array
+    rule's ``W + delta`` and state, and ``ema_step`` of ``gradient_maxima`` at the weights before
+    the step; five steps on three replicas of two units, in both of the engine's dtypes."""
+    from phaseret.kernels import descent, maxima
+
+    rng = np.random.default_rng(4)
+    rule = updates.rule(update, 0.7, adam_eps=1e-6)
+    W = rng.standard_normal((3, 2, 5)).astype(dtype)
+    first, second, ema = np.zeros_like(W), np.zeros_like(W), np.full((3, 2), np.nan)
+    W_ref, state, ema_ref = W.astype(float), rule.init(W.astype(float)), np.full((3, 2), np.nan)
+    tolerance = 1e-12 if dtype == np.float64 else 1e-5
+    for t, G in enumerate(rng.standard_normal((5, 3, 2, 5)), start=1):
+        ema_ref = maxima.ema_update(ema_ref, maxima.gradient_maxima(G, W_ref, True))
+        delta, state = rule.step(G, state, ETA)
+        W_ref = W_ref + delta
+        descent.descend(W, G.astype(dtype), first, second, ema, True, rule.kind, ETA, rule.gamma, rule.beta1,
+                        rule.beta2, 1 - rule.beta1**t, 1 - rule.beta2**t, rule.eps)
+        np.testing.assert_allclose(W, W_ref, rtol=tolerance, atol=tolerance)
+        np.testing.assert_allclose(ema, ema_ref, rtol=tolerance)
+    if update != "plain":
+        np.testing.assert_allclose(first, state.first if update == "adam" else state.velocity, rtol=tolerance)
+    if update == "adam":
+        np.testing.assert_allclose(second, state.second, rtol=tolerance, atol=1e-12)
+
+
+def test_the_cpu_settle_kernel_projects_and_marks_the_first_non_finite_step():
+    """``kernels.descent.settle``: ``sphere.project`` unit by unit; a replica with a non-finite
+    unit, or a zero unit it must project, gets ``diverged_at = step`` once, the earlier step kept."""
+    from phaseret import sphere
+    from phaseret.kernels import descent
+
+    rng = np.random.default_rng(5)
+    W = rng.standard_normal((4, 2, 6))
+    W[1, 1, 3] = np.nan
+    W[2, 0] = 0.0
+    W[3, 0, 0] = np.inf
+    expected = sphere.project(W[:1])
+    diverged_at = np.array([-1, -1, -1, 7])
+    descent.settle(W, True, diverged_at, 9)
+    np.testing.assert_allclose(W[:1], expected, rtol=1e-15)
+    assert diverged_at.tolist() == [-1, 9, 9, 7]
+    unprojected, at = np.zeros((1, 1, 3)), np.array([-1])
+    descent.settle(unprojected, False, at, 2)  # a zero unit off the sphere is a state, not a divergence
+    assert at.tolist() == [-1] and not unprojected.any()

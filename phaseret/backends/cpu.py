@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import sphere
-from ..kernels import derivative, maxima, panel
+from ..kernels import derivative, descent, panel
 from . import Instance
 
 #: The backward product skips the rows outside every batch when they are more than a quarter
@@ -90,7 +89,8 @@ class CpuReplicas:
         self.W = W0.copy()
         self.G = np.zeros_like(W0)
         self.live = np.arange(len(W0))
-        self.states = [part.optimizer.rule.init(W0[part.span.start : part.span.stop]) for part in parts]
+        self.first = np.zeros_like(W0)  # each rule's velocity or Adam's m (rules.direction)
+        self.second = np.zeros_like(W0)  # Adam's v
         self._ema = np.full((len(W0), 2), np.nan)  # (tangent, raw) per live replica
         self._diverged_at = np.full(len(W0), -1)
         self.jumps = [[] for _ in range(len(W0))] if record_jumps else None
@@ -121,22 +121,16 @@ class CpuReplicas:
     def update(self, epoch: int, j: int) -> None:
         for k in self.taking:
             part, rows = self.parts[k], self.spans[k]
-            o, G, W = part.optimizer, self.G[rows], self.W[rows]
+            o, rule, W = part.optimizer, part.optimizer.rule, self.W[rows]
             step = epoch * part.steps_per_epoch + j
-            measured = maxima.gradient_maxima(G, W, o.projection)  # (tangent, raw) per replica
-            self._ema[rows] = maxima.ema_update(self._ema[rows], measured)
             if self.jumps is not None:
-                self._record_jumps(rows, G)
-            delta, self.states[k] = o.rule.step(G, self.states[k], o.step_size)
-            W = W + delta
+                self._record_jumps(rows, self.G[rows])
+            descent.descend(W, self.G[rows], self.first[rows], self.second[rows], self._ema[rows], o.projection,
+                            rule.kind, o.step_size, rule.gamma, rule.beta1, rule.beta2,
+                            1.0 - rule.beta1 ** (step + 1), 1.0 - rule.beta2 ** (step + 1), rule.eps)
             if o.noise is not None:
-                W = o.noise.add(W, self.live[rows] - part.span.start, step, o.step_size)
-            if o.projection:
-                W = sphere.project(W)
-            self.W[rows] = W
-            diverged = ~np.isfinite(measured[:, 1]) | ~np.all(np.isfinite(W), axis=(1, 2))
-            at = self._diverged_at[rows]
-            at[diverged & (at < 0)] = step
+                W[:] = o.noise.add(W, self.live[rows] - part.span.start, step, o.step_size)
+            descent.settle(W, o.projection, self._diverged_at[rows], step)
 
     def _record_jumps(self, rows: slice, G: np.ndarray) -> None:
         """Append ``|g_t - g_{t-1}|_F`` (0 at a replica's first step) to the records of ``rows``."""
@@ -164,13 +158,11 @@ class CpuReplicas:
     def keep(self, keep: np.ndarray) -> None:
         if keep.all():
             return
-        for k, state in enumerate(self.states):
-            kept = keep[self.spans[k]]
-            self.states[k] = type(state)(*(s[kept] if isinstance(s, np.ndarray) else s for s in state))
         self.live = self.live[keep]
         bounds = np.searchsorted(self.live, [[part.span.start, part.span.stop] for part in self.parts])
         self.spans = [slice(int(a), int(b)) for a, b in bounds]
         self.W, self.G = self.W[keep], self.G[keep]
+        self.first, self.second = self.first[keep], self.second[keep]
         self._ema, self._diverged_at = self._ema[keep], self._diverged_at[keep]
         if self.previous_G is not None:
             self.previous_G = self.previous_G[keep]
