@@ -27,7 +27,7 @@ from phaseret.training import epoch_grid, run_replicas
 P, ALPHA, B, TAU, GAMMA, LR = 1024, 2.0, 0.5, 2.0, 0.9, 0.005
 N = int(ALPHA * P)
 REPEATS = 5
-PAUSE = 0.5  # seconds between turns (PyTorch's spinning threads)
+PAUSE = 0.5  # seconds before each turn (both sides' spinning OpenMP threads)
 THESIS_RATE = 80.0  # P-SGD steps/s of the thesis' own PyTorch code at this setting (issue 5)
 NO_STOP = {"test_error": 0.0, "train_error": 0.0, "grad_ema": 0.0}
 STUDY_GRID = epoch_grid(20_002)
@@ -196,15 +196,15 @@ ROWS = [
 def side_by_side(ours, peer) -> tuple[float, float, list[float]]:
     """Median rates of two measurements taken in turns, ``REPEATS`` times each after a warm-up,
     and the ratio of each turn's pair: both sides see the same minutes of a noisy machine.
-    PyTorch's OpenMP threads spin for a while after each use, so each of its turns is followed
-    by a pause before phaseret's next."""
+    Both sides' OpenMP threads (Numba's and PyTorch's) spin for a while after each use, so every
+    turn starts after a pause."""
     ours(), peer()
     pairs = []
     for _ in range(REPEATS):
         time.sleep(PAUSE)
         a = ours()
-        b = peer()
-        pairs.append((a, b))
+        time.sleep(PAUSE)
+        pairs.append((a, peer()))
     return (statistics.median(a for a, _ in pairs), statistics.median(b for _, b in pairs),
             sorted(a / b for a, b in pairs))
 
