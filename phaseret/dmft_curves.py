@@ -5,7 +5,10 @@ as ``dmft_<name>_trajectory`` on the study's epoch grid.
 ``[dmft]`` keys: ``optimizers`` (labels of the study's optimizers; default every one the equations
 cover), ``epochs`` (the DMFT's horizon; default, and at most, each optimizer's budget: the
 solutions cost O(paths T^3)), ``paths`` (the sample side's paths, default 65,536), ``sampler``
-(``sobol`` or ``random``) and ``memory`` (the Jacobians' window in steps; default all, exact). The equations start from a fixed overlap (at p -> infinity a random start has 0), so
+(``sobol`` or ``random``), ``memory`` (the Jacobians' window in steps; default all, exact) and
+``replicates`` (independent solutions averaged, default 1; from 2 on the overlap carries the
+theory's own standard error, ``dmft_overlap_trajectory_stderr``, drawn as a band). The equations
+start from a fixed overlap (at p -> infinity a random start has 0), so
 a study with ``[dmft]`` starts its runs at ``init = "overlap"`` and the DMFT at the same overlap.
 """
 
@@ -20,7 +23,7 @@ from . import dmft
 from .config import RunConfig
 from .sizes import available_bytes
 
-KEYS = ("optimizers", "epochs", "paths", "sampler", "memory")
+KEYS = ("optimizers", "epochs", "paths", "sampler", "memory", "replicates")
 #: The file of a results folder that holds its DMFT curves.
 FILE = "dmft.nc"
 
@@ -43,7 +46,8 @@ def uncovered(config: RunConfig) -> str | None:
 
 def check_table(table, configs: dict[str, RunConfig]) -> dict:
     """The ``[dmft]`` table against the study's optimizers (label -> a representative cell
-    config); returns ``{"optimizers": labels, "paths": int, "sampler": str}``, or {} without it."""
+    config); returns ``{"optimizers": labels, "epochs", "paths", "sampler", "memory", "replicates"}``,
+    or {} without it."""
     if table is None:
         return {}
     if not isinstance(table, dict):
@@ -75,7 +79,11 @@ def check_table(table, configs: dict[str, RunConfig]) -> dict:
     memory = table.get("memory")
     if memory is not None and (isinstance(memory, bool) or not isinstance(memory, int) or memory < 1):
         raise ValueError(f"dmft.memory: must be an integer >= 1 (steps of the Jacobians kept), got {memory!r}")
-    return {"optimizers": tuple(labels), "epochs": epochs, "paths": paths, "sampler": sampler, "memory": memory}
+    replicates = table.get("replicates", 1)
+    if isinstance(replicates, bool) or not isinstance(replicates, int) or replicates < 1:
+        raise ValueError(f"dmft.replicates: must be an integer >= 1 (independent solutions averaged), got {replicates!r}")
+    return {"optimizers": tuple(labels), "epochs": epochs, "paths": paths, "sampler": sampler, "memory": memory,
+            "replicates": replicates}
 
 
 def _settings(config: RunConfig) -> dict:
@@ -95,7 +103,7 @@ def solutions(study) -> list[tuple[str, float, dict]]:
         if table and c.optimizer_label in table["optimizers"] and uncovered(c) is None:
             horizon = min(c.max_epochs, table["epochs"] or c.max_epochs)
             found.setdefault((c.optimizer_label, c.alpha), _settings(c) | {
-                "epochs": horizon, "paths": table["paths"], "sampler": table["sampler"], "memory": table["memory"]})
+                "epochs": horizon, **{key: table[key] for key in ("paths", "sampler", "memory", "replicates")}})
     return [(label, alpha, settings) for (label, alpha), settings in found.items()]
 
 

@@ -139,8 +139,9 @@ def gradient_jumps_figure(ds: xr.Dataset, settings: dict | None = None) -> Figur
 
 
 def dmft_figure(ds: xr.Dataset, settings: dict | None = None) -> Figure:
-    """The DMFT (p -> infinity, dashed) over the simulations (solid: the mean over seeds, each run
-    holding its final value after its stop, shaded +- one standard error): overlap (top row) and
+    """The DMFT (p -> infinity, dashed; hatched +- its own standard error over replicates, when it has
+    one) over the simulations (solid: the mean over seeds, each run holding its final value after
+    its stop, shaded +- one standard error): overlap (top row) and
     test error (bottom row) vs epoch, one column per optimizer of the ``[dmft]`` table, one colour
     per alpha (SPEC 14)."""
     if "dmft_overlap_trajectory" not in ds:
@@ -170,6 +171,11 @@ def dmft_figure(ds: xr.Dataset, settings: dict | None = None) -> Figure:
                     ax.plot(epochs, mean, color=colours[alpha], label=f"alpha={alpha:g}, runs (mean of {len(held)})")
                     ax.fill_between(epochs, mean - error, mean + error, color=colours[alpha], alpha=0.25, linewidth=0)
                 ax.plot(epochs, predicted, color=colours[alpha], linestyle="--", label=f"alpha={alpha:g}, DMFT")
+                spread = ds.get(f"dmft_{name}_trajectory_stderr")
+                if spread is not None and spread.sel(optimizer=label, alpha=alpha).notnull().any():
+                    own = spread.sel(optimizer=label, alpha=alpha).values
+                    ax.fill_between(epochs, predicted - own, predicted + own, facecolor="none", edgecolor=colours[alpha],
+                                    hatch="//", linewidth=0, label=f"alpha={alpha:g}, DMFT +- its standard error")
             if row == 1:
                 ax.set_yscale("log")
                 ax.set_xlabel("epoch")

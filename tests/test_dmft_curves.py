@@ -26,6 +26,8 @@ STUDY = {"name": "dm", "model": "pr-quadratic", "p": 256, "alpha": [3.0, 5.0], "
         ({"dmft": {"colour": 1}}, r"^dmft\.colour: unknown key"),
         ({"dmft": {"epochs": 0}}, r"^dmft\.epochs: "),
         ({"dmft": {"memory": -3}}, r"^dmft\.memory: "),
+        ({"dmft": {"replicates": 0}}, r"^dmft\.replicates: "),
+        ({"dmft": {"replicates": 1.5}}, r"^dmft\.replicates: "),
         ({"hidden": 2, "dmft": {"optimizers": ["gd"]}}, r"^dmft\.optimizers: .*hidden = 2"),
         ({"dmft": None}, r"^plot\.figures: the dmft figure draws"),
     ],
@@ -52,6 +54,21 @@ def test_a_study_writes_the_dmft_beside_its_runs_and_draws_them_together(tmp_pat
     assert (ds.dmft_overlap_trajectory.sel(optimizer="gd", epoch=5) > 0.3).all()
     files = plot_folder(tmp_path)
     assert {f.name for f in files} == {"dm_dmft.png", "dm_dmft.pdf"}
+
+
+def test_dmft_replicates_give_the_study_the_theory_s_own_error_bar(tmp_path):
+    """``[dmft] replicates = 2``: the merged curves are ``solve(replicates=2)``'s mean, and its
+    standard error over the two (zero at the common start, positive after) comes with them."""
+    study = build_study(STUDY | {"alpha": 5.0, "dmft": {"paths": 1024, "epochs": 5, "replicates": 2,
+                                                          "optimizers": ["gd"]}})
+    ds = xr.load_dataset(run_study(study, tmp_path, progress=False))
+    direct = dmft.solve("pr-quadratic", alpha=5.0, lr=0.02, epochs=5, overlap0=0.2, paths=1024, replicates=2)
+    merged = ds.sel(optimizer="gd", alpha=5.0, epoch=direct.epoch)
+    np.testing.assert_allclose(merged.dmft_overlap_trajectory, direct.overlap_trajectory)
+    np.testing.assert_allclose(merged.dmft_overlap_trajectory_stderr, direct.overlap_trajectory_stderr)
+    assert merged.dmft_overlap_trajectory_stderr.sel(epoch=0) == 0
+    assert (merged.dmft_overlap_trajectory_stderr.sel(epoch=[3, 4, 5]) > 0).all()
+    assert {f.name for f in plot_folder(tmp_path)} == {"dm_dmft.png", "dm_dmft.pdf"}
 
 
 def test_a_rerun_reuses_the_stored_solutions_and_solves_only_new_ones(tmp_path, monkeypatch):
