@@ -185,6 +185,35 @@ def test_a_memory_window_as_long_as_the_run_is_exact_and_shorter_ones_converge_t
     assert np.abs(dmft.solve("pr-quadratic", memory=10, **keys).overlap_trajectory.values - exact).max() > 0.05
 
 
+def test_each_path_s_jacobian_is_the_inverse_of_its_linear_response_in_both_layouts():
+    """``_sample_step``'s Jacobian rows against their NumPy meaning, ``J = (I - K)^-1`` per path
+    with ``K(t, u) = R_w(t, u) f'(u)`` for ``u < t``; in the packed layout (all rows kept) and in a
+    ring as long as the run (the layout of a ``memory`` window), which must hold the same rows."""
+    paths, T = 8, 7
+    rng = np.random.default_rng(6)
+    R_w = np.tril(rng.standard_normal((T, T)) * 0.05, -1)
+    act, evaluation, loss, eps, k_hat, door = Model("pr-quadratic").kernel_codes
+    target, thetas = rng.standard_normal(paths) ** 2, rng.standard_normal((T, paths))
+    rows = {}
+    for layout, width in (("packed", T), ("ring", T + 1)):  # W = T < F's width makes the ring
+        F, Fp = np.zeros((paths, width)), np.zeros((paths, width))
+        J = np.zeros((paths, dmft.jacobian_size(T, T) if layout == "packed" else (T + 1) ** 2), dtype=np.float32)
+        for t in range(T):
+            dmft._sample_step(t, thetas[t], 0.0, np.ones((paths, width)), R_w[t, :t].copy(), F, Fp, np.zeros((paths, 0)),
+                              J, T, target, target[:0], act, evaluation, loss, eps, k_hat, door)
+        entries = np.zeros((paths, T, T))
+        for t in range(T):
+            offset, s0 = dmft._jacobian_row(t, T, layout == "packed")
+            entries[:, t, : t + 1] = J[:, offset - s0 : offset - s0 + t + 1]
+        rows[layout] = entries, Fp[:, :T]
+    np.testing.assert_array_equal(rows["packed"][0], rows["ring"][0])
+    entries, Fp = rows["packed"]
+    assert np.abs(entries[:, 1:, 0]).max() > 0.05  # the responses are not trivially small
+    for i in range(paths):
+        expected = np.linalg.inv(np.eye(T) - R_w * Fp[i][None, :])
+        np.testing.assert_allclose(entries[i], expected, rtol=1e-5, atol=1e-6)
+
+
 def test_a_runaway_path_stops_the_solution_with_nan_and_its_epoch():
     """GD + heavy-ball at lr 0.2 (ten times the step of momentum 0.9 at lr 0.02): the samples of
     large |lambda*| are unstable under the quartic loss and run away; the solution is NaN from
