@@ -117,10 +117,11 @@ def test_coordinate_form_equals_the_array_rule(update):
 @pytest.mark.parametrize("update", ["plain", "heavy-ball", "nesterov", "adam"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_the_cpu_descent_kernel_equals_the_array_rule_and_the_gradient_ema(update, dtype):
-    """``kernels.descent.descend``, the CPU backend's update, against its NumPy meaning: the array
+    """``backends.cpu_kernels.descend``, the CPU backend's update, against its NumPy meaning: the array
     rule's ``W + delta`` and state, and ``ema_step`` of ``gradient_maxima`` at the weights before
     the step; five steps on three replicas of two units, in both of the engine's dtypes."""
-    from phaseret.kernels import descent, maxima
+    from phaseret.backends import cpu_kernels
+    from phaseret.kernels import maxima
 
     rng = np.random.default_rng(4)
     rule = updates.rule(update, 0.7, adam_eps=1e-6)
@@ -132,7 +133,7 @@ def test_the_cpu_descent_kernel_equals_the_array_rule_and_the_gradient_ema(updat
         ema_ref = maxima.ema_update(ema_ref, maxima.gradient_maxima(G, W_ref, True))
         delta, state = rule.step(G, state, ETA)
         W_ref = W_ref + delta
-        descent.descend(W, G.astype(dtype), first, second, ema, True, rule.kind, ETA, rule.gamma, rule.beta1,
+        cpu_kernels.descend(W, G.astype(dtype), first, second, ema, True, rule.kind, ETA, rule.gamma, rule.beta1,
                         rule.beta2, 1 - rule.beta1**t, 1 - rule.beta2**t, rule.eps)
         np.testing.assert_allclose(W, W_ref, rtol=tolerance, atol=tolerance)
         np.testing.assert_allclose(ema, ema_ref, rtol=tolerance)
@@ -143,10 +144,10 @@ def test_the_cpu_descent_kernel_equals_the_array_rule_and_the_gradient_ema(updat
 
 
 def test_the_cpu_settle_kernel_projects_and_marks_the_first_non_finite_step():
-    """``kernels.descent.settle``: ``sphere.project`` unit by unit; a replica with a non-finite
+    """``backends.cpu_kernels.settle``: ``sphere.project`` unit by unit; a replica with a non-finite
     unit, or a zero unit it must project, gets ``diverged_at = step`` once, the earlier step kept."""
     from phaseret import sphere
-    from phaseret.kernels import descent
+    from phaseret.backends import cpu_kernels
 
     rng = np.random.default_rng(5)
     W = rng.standard_normal((4, 2, 6))
@@ -155,9 +156,9 @@ def test_the_cpu_settle_kernel_projects_and_marks_the_first_non_finite_step():
     W[3, 0, 0] = np.inf
     expected = sphere.project(W[:1])
     diverged_at = np.array([-1, -1, -1, 7])
-    descent.settle(W, True, diverged_at, 9)
+    cpu_kernels.settle(W, True, diverged_at, 9)
     np.testing.assert_allclose(W[:1], expected, rtol=1e-15)
     assert diverged_at.tolist() == [-1, 9, 9, 7]
     unprojected, at = np.zeros((1, 1, 3)), np.array([-1])
-    descent.settle(unprojected, False, at, 2)  # a zero unit off the sphere is a state, not a divergence
+    cpu_kernels.settle(unprojected, False, at, 2)  # a zero unit off the sphere is a state, not a divergence
     assert at.tolist() == [-1] and not unprojected.any()

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels import derivative, descent, panel
+from ..kernels import derivative, panel
+from . import cpu_kernels
 from . import Instance
 
 #: The backward product skips the rows outside every batch when they are more than a quarter
@@ -125,12 +126,12 @@ class CpuReplicas:
             step = epoch * part.steps_per_epoch + j
             if self.jumps is not None:
                 self._record_jumps(rows, self.G[rows])
-            descent.descend(W, self.G[rows], self.first[rows], self.second[rows], self._ema[rows], o.projection,
+            cpu_kernels.descend(W, self.G[rows], self.first[rows], self.second[rows], self._ema[rows], o.projection,
                             rule.kind, o.step_size, rule.gamma, rule.beta1, rule.beta2,
                             1.0 - rule.beta1 ** (step + 1), 1.0 - rule.beta2 ** (step + 1), rule.eps)
             if o.noise is not None:
                 W[:] = o.noise.add(W, self.live[rows] - part.span.start, step, o.step_size)
-            descent.settle(W, o.projection, self._diverged_at[rows], step)
+            cpu_kernels.settle(W, o.projection, self._diverged_at[rows], step)
 
     def _record_jumps(self, rows: slice, G: np.ndarray) -> None:
         """Append ``|g_t - g_{t-1}|_F`` (0 at a replica's first step) to the records of ``rows``."""
