@@ -162,3 +162,11 @@ def test_the_cpu_settle_kernel_projects_and_marks_the_first_non_finite_step():
     unprojected, at = np.zeros((1, 1, 3)), np.array([-1])
     cpu_kernels.settle(unprojected, False, at, 2)  # a zero unit off the sphere is a state, not a divergence
     assert at.tolist() == [-1] and not unprojected.any()
+    # Large finite weights (their squares overflow float64) are projected, not a divergence.
+    huge, at = np.array([[[3e200, -4e200]]]), np.array([-1])
+    cpu_kernels.settle(huge, True, at, 4)
+    assert at.tolist() == [-1]
+    np.testing.assert_allclose(huge, [[[0.6 * np.sqrt(2), -0.8 * np.sqrt(2)]]], rtol=1e-15)
+    unprojected = np.array([[[3e200, -4e200]]])
+    cpu_kernels.settle(unprojected, False, at, 4)
+    assert at.tolist() == [-1]
