@@ -145,7 +145,8 @@ def test_the_cpu_descent_kernel_equals_the_array_rule_and_the_gradient_ema(updat
 
 def test_the_cpu_settle_kernel_projects_and_marks_the_first_non_finite_step():
     """``backends.cpu_kernels.settle``: ``sphere.project`` unit by unit; a replica with a non-finite
-    unit, or a zero unit it must project, gets ``diverged_at = step`` once, the earlier step kept."""
+    weight gets ``diverged_at = step`` once, an earlier step kept; as on the GPU, a zero unit
+    projects to NaN and is found at the next step, and a unit off the sphere is no divergence."""
     from phaseret import sphere
     from phaseret.backends import cpu_kernels
 
@@ -158,15 +159,9 @@ def test_the_cpu_settle_kernel_projects_and_marks_the_first_non_finite_step():
     diverged_at = np.array([-1, -1, -1, 7])
     cpu_kernels.settle(W, True, diverged_at, 9)
     np.testing.assert_allclose(W[:1], expected, rtol=1e-15)
-    assert diverged_at.tolist() == [-1, 9, 9, 7]
+    assert diverged_at.tolist() == [-1, 9, -1, 7]
+    cpu_kernels.settle(W, True, diverged_at, 10)
+    assert diverged_at.tolist() == [-1, 9, 10, 7]
     unprojected, at = np.zeros((1, 1, 3)), np.array([-1])
-    cpu_kernels.settle(unprojected, False, at, 2)  # a zero unit off the sphere is a state, not a divergence
+    cpu_kernels.settle(unprojected, False, at, 2)
     assert at.tolist() == [-1] and not unprojected.any()
-    # Large finite weights (their squares overflow float64) are projected, not a divergence.
-    huge, at = np.array([[[3e200, -4e200]]]), np.array([-1])
-    cpu_kernels.settle(huge, True, at, 4)
-    assert at.tolist() == [-1]
-    np.testing.assert_allclose(huge, [[[0.6 * np.sqrt(2), -0.8 * np.sqrt(2)]]], rtol=1e-15)
-    unprojected = np.array([[[3e200, -4e200]]])
-    cpu_kernels.settle(unprojected, False, at, 4)
-    assert at.tolist() == [-1]

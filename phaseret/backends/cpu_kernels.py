@@ -44,35 +44,22 @@ def descend(W, G, first, second, ema, tangent, kind, eta, gamma, beta1, beta2, c
 def settle(W, project, diverged_at, step):
     """With ``project``, ``w_k <- sqrt(p) w_k / |w_k|`` for every unit of ``W`` (R, d, p), in place
     (:func:`phaseret.sphere.project`); ``diverged_at[r] <- step`` where it is still -1 and a unit
-    of replica ``r`` has a non-finite weight, or is zero and must be projected. A non-finite
-    gradient always shows here: ``W - eta g`` is then not finite. Large finite weights are not
-    a divergence (as on the GPU): their norm is taken scaled by the largest, so it cannot overflow."""
+    of replica ``r`` has a non-finite weight. The same rule as the GPU's ``project`` kernel
+    (:mod:`.cuda_kernels`), so both backends stop a run at the same step: a unit whose norm
+    overflows is projected to zero, and a zero unit to NaN, found at the next step. A non-finite
+    gradient always shows here: ``W - eta g`` is then not finite."""
     R, d, p = W.shape
     radius = math.sqrt(p)
     for r in range(R):
-        finite = True
         for k in range(d):
-            norm2, largest = 0.0, 0.0
+            norm2 = 0.0
             for i in range(p):
                 w = float(W[r, k, i])
-                if not math.isfinite(w):
-                    finite = False
-                norm2 += w * w
-                largest = max(largest, abs(w))
-            if not finite or not project:
-                continue
-            if largest == 0.0:
-                finite = False
-                continue
-            if math.isfinite(norm2):
+                norm2 += w * w if math.isfinite(w) else math.nan
+            if norm2 != norm2:
+                if diverged_at[r] < 0:
+                    diverged_at[r] = step
+            elif project:
                 scale = radius / math.sqrt(norm2)
-            else:  # finite weights whose squares overflow: |w_k| = largest |w_k / largest|
-                scaled = 0.0
                 for i in range(p):
-                    w = float(W[r, k, i]) / largest
-                    scaled += w * w
-                scale = radius / (largest * math.sqrt(scaled))
-            for i in range(p):
-                W[r, k, i] = W[r, k, i] * scale
-        if not finite and diverged_at[r] < 0:
-            diverged_at[r] = step
+                    W[r, k, i] = W[r, k, i] * scale
