@@ -127,8 +127,8 @@ class CpuReplicas:
             if self.jumps is not None:
                 self._record_jumps(rows, self.G[rows])
             cpu_kernels.descend(W, self.G[rows], self.first[rows], self.second[rows], self._ema[rows], o.projection,
-                            rule.kind, o.step_size, rule.gamma, rule.beta1, rule.beta2,
-                            1.0 - rule.beta1 ** (step + 1), 1.0 - rule.beta2 ** (step + 1), rule.eps)
+                                rule.kind, o.step_size, rule.gamma, rule.beta1, rule.beta2,
+                                1.0 - rule.beta1 ** (step + 1), 1.0 - rule.beta2 ** (step + 1), rule.eps)
             if o.noise is not None:
                 W[:] = o.noise.add(W, self.live[rows] - part.span.start, step, o.step_size)
             cpu_kernels.settle(W, o.projection, self._diverged_at[rows], step)
