@@ -39,7 +39,8 @@ by ``m(s)``, so that the two large terms of ``mu_f`` cancel path by path instead
 average (P-SGD at alpha 4: the overlap's spread over solver seeds at epoch 20 fell from 0.011
 to 0.004 at 65,536 paths; with momentum the derivative grows on the tail's nearly unstable
 paths and the plain average is the better estimate). ``xi``'s covariance is the paths' own Gram
-matrix of ``f`` (its Cholesky factor grown row by row, positive semi-definite by construction).
+matrix of ``f``, factored row by row by Gram-Schmidt on the paths' f themselves (positive
+semi-definite by construction, and without squaring the Gram matrix's condition number).
 The only errors are the sampling's and the time step's (``lr``).
 
 Cost: time O(paths T^3 / 6) for the Jacobians plus O(paths T^2) for the memory terms, ``e`` and the
@@ -73,8 +74,8 @@ ALGORITHMS = ("gd", "sgd", "p-sgd")
 UPDATES = ("plain", "heavy-ball", "nesterov")
 SAMPLERS = ("sobol", "random")
 #: A new f(t) whose part outside the span of the earlier ones carries less than this share of its
-#: square adds no direction to xi's covariance: near a fixed point f(t) barely changes, and the
-#: Cholesky factor's tiny pivots would amplify rounding into a noise of the wrong size.
+#: square adds no direction to xi's covariance: near a fixed point f(t) barely changes, and such a
+#: part is mostly the sampling's and the rounding's.
 PIVOT = 1e-8
 #: A path whose |lambda| passes this many sqrt(q) has run away (a Gaussian field reaches 20 of its
 #: standard deviations with probability 1e-88): in pr-quadratic with a large step (momentum multiplies it by 1 / (1 - gamma)) the
@@ -100,8 +101,9 @@ TRAJECTORIES = {
     "test_error_trajectory": {"units": "1", "long_name": "population test error (SPEC 3) at p -> infinity (DMFT)"},
 }
 #: The solver's revision: raise it with any change that moves the solutions; a study's stored
-#: solutions of another revision are solved again (2: E[f lambda*] along Stein's direction, replicates).
-REVISION = 2
+#: solutions of another revision are solved again (2: E[f lambda*] along Stein's direction, replicates;
+#: 3: xi's covariance factored by Gram-Schmidt on the paths' f, not by Cholesky of their Gram matrix).
+REVISION = 3
 #: The DMFT's own exact case (a linear student and teacher, the square loss), beside the four models.
 LINEAR = "linear"
 
@@ -151,7 +153,7 @@ def solve(model: str = "pr-quadratic", *, alpha: float, lr: float, epochs: int, 
 
 def jacobian_bytes(paths: int, steps: int, memory: int | None = None) -> int:
     """Memory of a solution: the Jacobians' windows in float32, the per-path histories and inputs."""
-    return paths * (4 * jacobian_size(window(memory, steps), steps) + 8 * (6 * steps + 2))
+    return paths * (4 * jacobian_size(window(memory, steps), steps) + 8 * (7 * steps + 2))
 
 
 def steps_per_epoch(algorithm: str, batch_fraction: float) -> int:
@@ -369,7 +371,8 @@ def _forward(settings: dict, steps: int) -> dict:
     m0 = settings["overlap0"]
     A[0, 0], A[0, 1] = m0, math.sqrt(1 - m0 * m0)
     V = np.zeros(T + 2)  # the velocity's coefficients
-    L = np.zeros((T, T))  # C_f = L L^T, row by row (Cholesky of the paths' Gram matrix of f)
+    L = np.zeros((T, T))  # C_f = L L^T, row by row: F / sqrt(N) = Q^T L^T (paths' f, orthonormal rows Q)
+    Q = np.zeros((T, N))
     R_f = np.zeros((T, T))
     mu_f = np.zeros(T)
     F = np.zeros((N, T))
@@ -395,10 +398,7 @@ def _forward(settings: dict, steps: int) -> dict:
             break
         # Sample-side kernels at step t.
         f = F[:, t]
-        gram = F[:, : t + 1].T @ f / N  # C_f(t, s), s <= t
-        L[t, :t] = _lower_solve(L[:t, :t], gram[:t])
-        pivot = gram[t] - L[t, :t] @ L[t, :t]
-        L[t, t] = math.sqrt(pivot) if pivot > PIVOT * gram[t] else 0.0
+        _grow_factor(L, Q, t, f / math.sqrt(N))
         low = max(0, t - W)
         offset, s0 = _jacobian_row(t, W, W >= T)
         window_row = J[:, offset + low - s0 : offset + t + 1 - s0].astype(np.float64)
@@ -441,19 +441,23 @@ def window(memory: int | None, steps: int) -> int:
     return steps if memory is None else min(memory, steps)
 
 
-@njit(cache=True)
-def _lower_solve(L, b):
-    """``x`` with ``L x = b`` for lower-triangular ``L``; a zero pivot (a direction ``f`` has not
-    taken) gives a zero component."""
-    n = b.shape[0]
-    x = np.zeros(n)
-    for j in range(n):
-        if L[j, j] != 0.0:
-            total = b[j]
-            for k in range(j):
-                total -= L[j, k] * x[k]
-            x[j] = total / L[j, j]
-    return x
+def _grow_factor(L: np.ndarray, Q: np.ndarray, t: int, v: np.ndarray) -> None:
+    """Row ``t`` of ``L`` and ``Q`` from the paths' ``v = f(t) / sqrt(paths)``: Gram-Schmidt with one
+    reorthogonalisation, ``v = sum_{s<=t} L[t, s] Q[s]`` with orthonormal rows ``Q`` (paths,), so
+    ``L L^T`` is the paths' Gram matrix of f, ``C_f``, and positive semi-definite by construction.
+    (The Cholesky factor of the Gram matrix itself squares its condition number: near a fixed point,
+    where f(t) barely changes, its rows lost their consistency, a pivot went negative and the noise
+    blew up, in exact heavy-ball least squares as on phase retrieval's plateau.) A part outside the
+    span of the earlier rows of less than ``PIVOT`` of the square adds no direction (``L[t, t] = 0``)."""
+    coefficients = Q[:t] @ v
+    residual = v - coefficients @ Q[:t]
+    again = Q[:t] @ residual
+    residual -= again @ Q[:t]
+    L[t, :t] = coefficients + again
+    size = residual @ residual
+    if size > PIVOT * (v @ v):
+        L[t, t] = math.sqrt(size)
+        Q[t] = residual / L[t, t]
 
 
 def _population_error(settings: dict, m: np.ndarray, q: np.ndarray, seed: int) -> np.ndarray:
