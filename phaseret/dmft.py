@@ -29,7 +29,8 @@ processes up to t only, so they are solved forward in time, exactly, with no fix
 iteration. The weight side is linear in its Gaussian inputs, so it is carried exactly as
 coefficients on ``(w*, z, xi(0), ..., xi(T-1))``: ``C_w``, ``m`` and ``R_w`` follow without
 sampling. The sample side is sampled over ``paths`` samples (randomised quasi-Monte Carlo:
-scrambled Sobol points for its Gaussian inputs and batch draws); each path carries
+scrambled Sobol points for the first paths / 128 of its Gaussian inputs and batch draws,
+independent draws beyond); each path carries
 its exact Jacobian ``J(t,s) = dlambda(t)/dtheta(s)``, so ``R_f(t,s) = E[f'(t) J(t,s)]``; and
 ``mu_f`` comes from Stein's lemma on ``lambda*``: ``E[f(t) lambda*] = mu_f(t) + sum_s R_f(t,s) m(s)``
 (exact also for the door's discontinuous labels). Where the target is smooth (phase retrieval,
@@ -73,6 +74,13 @@ from .sizes import available_bytes
 ALGORITHMS = ("gd", "sgd", "p-sgd")
 UPDATES = ("plain", "heavy-ball", "nesterov")
 SAMPLERS = ("sobol", "random")
+#: Sobol points only for the first ``paths // SOBOL_PATHS_PER_DIMENSION`` dimensions of the inputs:
+#: beyond about paths / 64 dimensions scrambled Sobol columns pair up (4,096 points in 1,602
+#: dimensions: 4,414 pairs of columns correlated past 4.5 / sqrt(paths), up to 0.65, against
+#: none past 0.074 for independent draws), so the white noises of some pairs of steps were
+#: strongly correlated: P-SGD + heavy-ball at alpha 2.5 escaped early, 0.07 above the runs at
+#: epoch 100, and depended on the horizon. Up to paths / 128 the largest correlation is 0.02.
+SOBOL_PATHS_PER_DIMENSION = 128
 #: A new f(t) whose part outside the span of the earlier ones carries less than this share of its
 #: square adds no direction to xi's covariance: near a fixed point f(t) barely changes, and such a
 #: part is mostly the sampling's and the rounding's.
@@ -102,8 +110,9 @@ TRAJECTORIES = {
 }
 #: The solver's revision: raise it with any change that moves the solutions; a study's stored
 #: solutions of another revision are solved again (2: E[f lambda*] along Stein's direction, replicates;
-#: 3: xi's covariance factored by Gram-Schmidt on the paths' f, not by Cholesky of their Gram matrix).
-REVISION = 3
+#: 3: xi's covariance factored by Gram-Schmidt on the paths' f, not by Cholesky of their Gram matrix;
+#: 4: Sobol points for the first paths / 128 dimensions only).
+REVISION = 4
 #: The DMFT's own exact case (a linear student and teacher, the square loss), beside the four models.
 LINEAR = "linear"
 
@@ -242,16 +251,19 @@ def _target_slopes(task: str, lam_star: np.ndarray, squared: bool, loss: int) ->
 def _random_inputs(paths: int, steps: int, seed: int, sampler: str) -> tuple[np.ndarray, np.ndarray]:
     """The sample process's random inputs: standard normals (paths, steps + 2), the Gaussian
     ``(lambda*, z, white)``, and uniforms (paths, steps) for the batch memberships.
-    ``sobol``: one scrambled Sobol point set over all of them (randomised quasi-Monte Carlo; its
-    error falls faster than paths^-1/2, and it matters: pr-quadratic's drift of ``m`` is a small
-    difference of two large averages, ``E[f lambda*]`` and ``sum_s R_f m``); ``random``: plain Monte Carlo."""
+    ``sobol``: scrambled Sobol points for the first ``paths // SOBOL_PATHS_PER_DIMENSION``
+    dimensions (randomised quasi-Monte Carlo: its error falls faster than paths^-1/2, and it
+    matters: pr-quadratic's drift of ``m`` is a small difference of two large averages,
+    ``E[f lambda*]`` and ``sum_s R_f m``), independent draws beyond them (padding); ``random``:
+    plain Monte Carlo throughout."""
     dims = 2 * steps + 2
-    if sampler == "random" or dims > 21201:  # scipy's Sobol directions stop at 21201 dimensions
-        points = np.random.default_rng(np.random.SeedSequence([seed, 0x4E4F524D])).random((paths, dims))
-    else:
+    points = np.random.default_rng(np.random.SeedSequence([seed, 0x4E4F524D])).random((paths, dims))
+    sobol_dims = min(dims, paths // SOBOL_PATHS_PER_DIMENSION) if sampler == "sobol" else 0
+    if sobol_dims:
         with warnings.catch_warnings():  # any count works; a power of 2 keeps the points' balance
             warnings.filterwarnings("ignore", "The balance properties of Sobol' points", UserWarning)
-            points = qmc.Sobol(d=dims, scramble=True, seed=np.random.default_rng([seed, 0x534F424C])).random(paths)
+            sobol = qmc.Sobol(d=sobol_dims, scramble=True, seed=np.random.default_rng([seed, 0x534F424C]))
+            points[:, :sobol_dims] = sobol.random(paths)
     normals = special.ndtri(np.clip(points[:, : steps + 2], 2**-60, 1 - 2**-53))
     return normals, points[:, steps + 2 :]
 

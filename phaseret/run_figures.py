@@ -143,7 +143,8 @@ def dmft_figure(ds: xr.Dataset, settings: dict | None = None) -> Figure:
     one) over the simulations (solid: the mean over seeds, each run holding its final value after
     its stop, shaded +- one standard error): overlap (top row) and
     test error (bottom row) vs epoch, one column per optimizer of the ``[dmft]`` table, one colour
-    per alpha (SPEC 14)."""
+    per alpha (SPEC 14). A study over several p draws the runs of each p in a colour of its own and
+    the DMFT in black: the runs' approach to p -> infinity."""
     if "dmft_overlap_trajectory" not in ds:
         raise ValueError("plot.figures: the dmft figure needs the DMFT curves (DIR/dmft.nc), written by "
                          "`phaseret run` for a study with a [dmft] table")
@@ -151,30 +152,26 @@ def dmft_figure(ds: xr.Dataset, settings: dict | None = None) -> Figure:
     labels = [str(o) for o in ds.optimizer.values if theory.sel(optimizer=o).notnull().any()]
     figure = Figure(figsize=(3.8 * len(labels) + 1.5, 6.0), layout="constrained")
     axes = figure.subplots(2, len(labels), sharex=True, squeeze=False)
-    colours = dict(zip(ds.alpha.values, plots.colours(ds.sizes["alpha"])))
+    sizes = [int(p) for p in ds.p.values] if "p" in ds.dims else [None]
+    keys = [(alpha, p) for alpha in ds.alpha.values for p in sizes]
+    colours = dict(zip(keys, plots.colours(len(keys))))
     epochs = ds.epoch.values
     for column, label in enumerate(labels):
-        for row, (name, final) in enumerate((("overlap", "overlap"), ("test_error", "test_error"))):
+        for row, name in enumerate(("overlap", "test_error")):
             ax = axes[row, column]
             for alpha in ds.alpha.values:
                 predicted = ds[f"dmft_{name}_trajectory"].sel(optimizer=label, alpha=alpha).values
                 if np.isnan(predicted).all():
                     continue
-                runs = ds[f"{name}_trajectory"].sel(optimizer=label, alpha=alpha)
-                runs = runs.transpose(*[d for d in runs.dims if d != "epoch"], "epoch").values.reshape(-1, len(epochs))
-                finals = ds[final].sel(optimizer=label, alpha=alpha).values.reshape(-1)
-                started = ~np.isnan(runs[:, 0])
-                if started.any():
-                    held = _hold_final(runs[started], finals[started])
-                    mean = held.mean(axis=0)
-                    error = held.std(axis=0, ddof=1) / np.sqrt(len(held)) if len(held) > 1 else 0 * mean
-                    ax.plot(epochs, mean, color=colours[alpha], label=f"alpha={alpha:g}, runs (mean of {len(held)})")
-                    ax.fill_between(epochs, mean - error, mean + error, color=colours[alpha], alpha=0.25, linewidth=0)
-                ax.plot(epochs, predicted, color=colours[alpha], linestyle="--", label=f"alpha={alpha:g}, DMFT")
+                for p in sizes:
+                    _draw_runs(ax, ds, name, {"optimizer": label, "alpha": alpha} | ({"p": p} if p else {}),
+                               colours[alpha, p], f"alpha={alpha:g}" + (f", p={p}" if p else ""))
+                theory_colour = colours[alpha, sizes[0]] if len(sizes) == 1 else "black"
+                ax.plot(epochs, predicted, color=theory_colour, linestyle="--", label=f"alpha={alpha:g}, DMFT")
                 spread = ds.get(f"dmft_{name}_trajectory_stderr")
                 if spread is not None and spread.sel(optimizer=label, alpha=alpha).notnull().any():
                     own = spread.sel(optimizer=label, alpha=alpha).values
-                    ax.fill_between(epochs, predicted - own, predicted + own, facecolor="none", edgecolor=colours[alpha],
+                    ax.fill_between(epochs, predicted - own, predicted + own, facecolor="none", edgecolor=theory_colour,
                                     hatch="//", linewidth=0, label=f"alpha={alpha:g}, DMFT +- its standard error")
             if row == 1:
                 ax.set_yscale("log")
@@ -186,3 +183,20 @@ def dmft_figure(ds: xr.Dataset, settings: dict | None = None) -> Figure:
     plots.figure_legend(figure, {(): list(axes.ravel())})
     plots.figure_title(figure, ds)
     return figure
+
+
+def _draw_runs(ax, ds: xr.Dataset, name: str, at: dict, colour, label: str) -> None:
+    """The mean over the runs at ``at`` of ``NAME_trajectory`` (each run holding its final value
+    after its stop), shaded +- one standard error."""
+    runs = ds[f"{name}_trajectory"].sel(at)
+    epochs = ds.epoch.values
+    runs = runs.transpose(*[d for d in runs.dims if d != "epoch"], "epoch").values.reshape(-1, len(epochs))
+    finals = ds[name].sel(at).values.reshape(-1)
+    started = ~np.isnan(runs[:, 0])
+    if not started.any():
+        return
+    held = _hold_final(runs[started], finals[started])
+    mean = held.mean(axis=0)
+    error = held.std(axis=0, ddof=1) / np.sqrt(len(held)) if len(held) > 1 else 0 * mean
+    ax.plot(epochs, mean, color=colour, label=f"{label}, runs (mean of {len(held)})")
+    ax.fill_between(epochs, mean - error, mean + error, color=colour, alpha=0.25, linewidth=0)

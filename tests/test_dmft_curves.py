@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from phaseret import dmft
+from phaseret import dmft, run_figures
 from phaseret.folders import plot_folder
 from phaseret.runner import run_study
 from phaseret.study import build_study
@@ -69,6 +69,23 @@ def test_dmft_replicates_give_the_study_the_theory_s_own_error_bar(tmp_path):
     assert merged.dmft_overlap_trajectory_stderr.sel(epoch=0) == 0
     assert (merged.dmft_overlap_trajectory_stderr.sel(epoch=[3, 4, 5]) > 0).all()
     assert {f.name for f in plot_folder(tmp_path)} == {"dm_dmft.png", "dm_dmft.pdf"}
+
+
+def test_a_study_over_several_p_draws_each_p_s_runs_beside_the_dmft(tmp_path):
+    """The dmft figure of a study over p = 128 and 256: a runs line per p, each the mean over that
+    p's seeds (not over all of them), and the DMFT once, in black."""
+    study = build_study(STUDY | {"p": [128, 256], "alpha": 5.0, "dmft": {"paths": 1024, "epochs": 5,
+                                                                          "optimizers": ["gd"]}})
+    ds = xr.load_dataset(run_study(study, tmp_path, progress=False))
+    figure = run_figures.dmft_figure(ds)
+    overlap = figure.axes[0]
+    drawn = {line.get_label(): line for line in overlap.get_lines()}
+    for p in (128, 256):
+        line = drawn[f"alpha=5, p={p}, runs (mean of 2)"]
+        np.testing.assert_allclose(line.get_ydata(), ds.overlap_trajectory.sel(optimizer="gd", alpha=5.0, p=p)
+                                   .mean("seed").values)
+    assert drawn["alpha=5, DMFT"].get_color() == "black"
+    assert len(drawn) == 3
 
 
 def test_a_rerun_reuses_the_stored_solutions_and_solves_only_new_ones(tmp_path, monkeypatch):
