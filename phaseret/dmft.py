@@ -81,6 +81,8 @@ SAMPLERS = ("sobol", "random")
 #: strongly correlated: P-SGD + heavy-ball at alpha 2.5 escaped early, 0.07 above the runs at
 #: epoch 100, and depended on the horizon. Up to paths / 128 the largest correlation is 0.02.
 SOBOL_PATHS_PER_DIMENSION = 128
+#: scipy's Sobol directions stop at this many dimensions.
+SOBOL_DIMENSIONS = 21201
 #: A new f(t) whose part outside the span of the earlier ones carries less than this share of its
 #: square adds no direction to xi's covariance: near a fixed point f(t) barely changes, and such a
 #: part is mostly the sampling's and the rounding's.
@@ -258,7 +260,7 @@ def _random_inputs(paths: int, steps: int, seed: int, sampler: str) -> tuple[np.
     plain Monte Carlo throughout."""
     dims = 2 * steps + 2
     points = np.random.default_rng(np.random.SeedSequence([seed, 0x4E4F524D])).random((paths, dims))
-    sobol_dims = min(dims, paths // SOBOL_PATHS_PER_DIMENSION) if sampler == "sobol" else 0
+    sobol_dims = min(dims, paths // SOBOL_PATHS_PER_DIMENSION, SOBOL_DIMENSIONS) if sampler == "sobol" else 0
     if sobol_dims:
         with warnings.catch_warnings():  # any count works; a power of 2 keeps the points' balance
             warnings.filterwarnings("ignore", "The balance properties of Sobol' points", UserWarning)
