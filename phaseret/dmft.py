@@ -137,7 +137,8 @@ def solve(model: str = "pr-quadratic", *, alpha: float, lr: float, epochs: int, 
     beyond; the teacher's component of the gradient stays exact): time O(paths T memory^2) and
     memory O(paths memory^2) instead of O(paths T^3) and O(paths T^2); None keeps them all
     (exact). Cutting R_f's tail removes part of its drag, so a slow relaxation runs ahead
-    (least squares at alpha 1, memory 200: 0.008 ahead of the closed form after 400 epochs). ``memory_bytes``: the memory the solution may take (default: what is available).
+    (least squares at alpha 1, memory 200: 0.008 ahead of the closed form after 400 epochs).
+    ``memory_bytes``: the memory the solution may take (default: what is available).
     ``replicates``: solve this many times with independent inputs (solver seeds ``seed``,
     ``seed + 1``, ...) and report their mean, with the standard error of the overlap over the
     replicates as ``overlap_trajectory_stderr`` (NaN for one): the solution's own error bar
