@@ -30,8 +30,8 @@ iteration. The weight side is linear in its Gaussian inputs, so it is carried ex
 coefficients on ``(w*, z, xi(0), ..., xi(T-1))``: ``C_w``, ``m`` and ``R_w`` follow without
 sampling. The sample side is sampled over ``paths`` samples (randomised quasi-Monte Carlo:
 scrambled Sobol points for the first paths / 128 of its Gaussian inputs and batch draws,
-independent draws beyond); each path carries
-its exact Jacobian ``J(t,s) = dlambda(t)/dtheta(s)``, so ``R_f(t,s) = E[f'(t) J(t,s)]``; and
+independent draws beyond); at each step every path solves for the newest row of its exact
+Jacobian ``J(t,s) = dlambda(t)/dtheta(s)``, so ``R_f(t,s) = E[f'(t) J(t,s)]``; and
 ``mu_f`` comes from Stein's lemma on ``lambda*``: ``E[f(t) lambda*] = mu_f(t) + sum_s R_f(t,s) m(s)``
 (exact also for the door's discontinuous labels). Where the target is smooth (phase retrieval,
 the linear case) and the update plain, ``E[f(t) lambda*]`` is itself averaged along Stein's direction: each path
@@ -44,12 +44,15 @@ matrix of ``f``, factored row by row by Gram-Schmidt on the paths' f themselves 
 semi-definite by construction, and without squaring the Gram matrix's condition number).
 The only errors are the sampling's and the time step's (``lr``).
 
-Cost: time O(paths T^3 / 6) for the Jacobians plus O(paths T^2) for the memory terms, ``e`` and the
-Gram matrix of f; memory 2 paths T^2 bytes (the Jacobians' lower triangles in float32, packed: each
-step reads a path's triangle as one stream, at this machine's memory bandwidth), checked before any work.
-With ``memory = M`` each path keeps the Jacobian of its last M steps only (``R_f(t, s) = 0`` for
-``t - s > M``; the teacher's component of the gradient, ``alpha E[f lambda*]``, stays exact): time
-O(paths T M^2), memory 4 paths M^2 bytes. It is an approximation (R_f's memory is long: see the
+Cost: time O(paths T^3 / 6) for the Jacobians' rows (each a backward solve of the path's
+triangular response, ``t^2 / 2`` multiply-adds against the shared coefficients, which stay in
+cache) plus O(paths T^2) for the memory terms, ``e`` and the Gram matrix of f; memory about 64
+paths T bytes (:func:`solution_bytes`, float64 throughout), checked before any work. No path
+stores its Jacobian: until revision 5 each kept its lower triangle (2 paths T^2 bytes in float32)
+and every step streamed it from memory, three times slower and rounded to float32.
+With ``memory = M`` the rows stop M steps back (``R_f(t, s) = 0`` for ``t - s > M``; the
+entries kept are exact, and the teacher's component of the gradient, ``alpha E[f lambda*]``,
+stays exact): time O(paths T M^2). It is an approximation (R_f's memory is long: see the
 README for measured effects); check it by solving again with a longer window.
 """
 
@@ -113,8 +116,9 @@ TRAJECTORIES = {
 #: The solver's revision: raise it with any change that moves the solutions; a study's stored
 #: solutions of another revision are solved again (2: E[f lambda*] along Stein's direction, replicates;
 #: 3: xi's covariance factored by Gram-Schmidt on the paths' f, not by Cholesky of their Gram matrix;
-#: 4: Sobol points for the first paths / 128 dimensions only).
-REVISION = 4
+#: 4: Sobol points for the first paths / 128 dimensions only; 5: the Jacobians' rows solved in float64
+#: at each step instead of stored in float32).
+REVISION = 5
 #: The DMFT's own exact case (a linear student and teacher, the square loss), beside the four models.
 LINEAR = "linear"
 
@@ -133,10 +137,9 @@ def solve(model: str = "pr-quadratic", *, alpha: float, lr: float, epochs: int, 
     finite p has ``|m0|`` about ``1/sqrt(p)``). ``model = "linear"`` is the exact case: a linear
     student and teacher with the square loss. ``sampler``: the sample side's Gaussian inputs,
     ``sobol`` (randomised quasi-Monte Carlo; ``paths`` a power of 2) or ``random``. ``memory``:
-    keep each path's Jacobian ``J(t, s)`` for the last ``memory`` steps only (``R_f(t, s) = 0``
-    beyond; the teacher's component of the gradient stays exact): time O(paths T memory^2) and
-    memory O(paths memory^2) instead of O(paths T^3) and O(paths T^2); None keeps them all
-    (exact). Cutting R_f's tail removes part of its drag, so a slow relaxation runs ahead
+    solve each path's Jacobian ``J(t, s)`` for the last ``memory`` steps only (``R_f(t, s) = 0``
+    beyond; the teacher's component of the gradient stays exact): time O(paths T memory^2)
+    instead of O(paths T^3); None keeps them all (exact). Cutting R_f's tail removes part of its drag, so a slow relaxation runs ahead
     (least squares at alpha 1, memory 200: 0.008 ahead of the closed form after 400 epochs).
     ``memory_bytes``: the memory the solution may take (default: what is available).
     ``replicates``: solve this many times with independent inputs (solver seeds ``seed``,
@@ -149,12 +152,12 @@ def solve(model: str = "pr-quadratic", *, alpha: float, lr: float, epochs: int, 
                       projection, hidden, loss_eps, K, paths, seed, sampler, memory, replicates)
     per_epoch = steps_per_epoch(algorithm, batch_fraction)
     steps = epochs * per_epoch
-    needed = jacobian_bytes(paths, steps, memory)
+    needed = solution_bytes(paths, steps, memory)
     available = memory_bytes if memory_bytes is not None else available_bytes()
     if available is not None and needed > available:
-        raise ValueError(f"paths, epochs: the DMFT's Jacobians need about {needed / 2**30:.1f} GiB "
-                         f"(paths x steps^2 x 2 bytes, {paths} paths, {steps} steps) but {available / 2**30:.1f} GiB "
-                         "is available; lower paths or epochs")
+        raise ValueError(f"paths, epochs: the DMFT needs about {needed / 2**30:.1f} GiB (paths x steps x 64 bytes, "
+                         f"{paths} paths, {steps} steps) but {available / 2**30:.1f} GiB is available; "
+                         "lower paths or epochs")
     # BLAS on one thread: its products here are small, and OpenBLAS's idle threads spin for a while
     # after each one, taking the cores from the parallel path kernel that follows (measured: 5.9 s
     # against 2.9 s for 200 GD epochs at 4,096 paths on two cores); its sums then do not depend on
@@ -164,9 +167,11 @@ def solve(model: str = "pr-quadratic", *, alpha: float, lr: float, epochs: int, 
     return _dataset(settings, solutions, per_epoch)
 
 
-def jacobian_bytes(paths: int, steps: int, memory: int | None = None) -> int:
-    """Memory of a solution: the Jacobians' windows in float32, the per-path histories and inputs."""
-    return paths * (4 * jacobian_size(window(memory, steps), steps) + 8 * (7 * steps + 2))
+def solution_bytes(paths: int, steps: int, memory: int | None = None) -> int:
+    """Memory of a solution, float64 throughout: per path its inputs (3 steps), its histories of f,
+    f', e and batch membership and its column of the Gram-Schmidt basis (5 steps), and one
+    Jacobian row over the window."""
+    return 8 * paths * (8 * steps + window(memory, steps) + 5)
 
 
 def steps_per_epoch(algorithm: str, batch_fraction: float) -> int:
@@ -180,7 +185,7 @@ def _check(model, alpha, lr, epochs, algorithm, update, momentum, batch_fraction
            hidden, loss_eps, K, paths, seed, sampler, memory, replicates) -> dict:
     """The settings, or a ValueError naming the first key the equations do not cover."""
     if memory is not None and (isinstance(memory, bool) or not isinstance(memory, (int, np.integer)) or memory < 1):
-        raise ValueError(f"memory: must be an integer >= 1 (steps of the Jacobians kept) or None, got {memory!r}")
+        raise ValueError(f"memory: must be an integer >= 1 (steps of R_f kept) or None, got {memory!r}")
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler: one of {', '.join(SAMPLERS)}, got {sampler!r}")
     if model != LINEAR and model not in MODELS:
@@ -291,38 +296,25 @@ def _memberships(settings: dict, uniforms: np.ndarray) -> np.ndarray:
     return member
 
 
-@njit(cache=True, inline="always")
-def _jacobian_row(t, W, packed):
-    """Where row ``t`` of a path's Jacobian lies in its flat storage: ``(offset, s0)``, entry
-    ``J(t, s)`` at ``offset + s - s0``. ``packed`` (the whole memory kept): the rows one after
-    the other, ``J(t, 0..t)`` at ``t (t + 1) / 2``, so each step reads a path's Jacobian as one
-    stream (four times the speed of rows padded to the full length, and half the memory). Else a
-    ring of ``W + 1`` rows of ``W + 1`` entries, ``J(t, t - W..t)`` at row ``t mod (W + 1)``."""
-    if packed:
-        return t * (t + 1) // 2, 0
-    return (t % (W + 1)) * (W + 1), t - W
-
-
-def jacobian_size(W: int, steps: int) -> int:
-    """Entries of one path's Jacobian storage (:func:`_jacobian_row`) for a window of ``W`` steps."""
-    return (steps + 1) * (steps + 2) // 2 if W >= steps else (W + 1) ** 2
-
-
 @njit(cache=True, parallel=True)
-def _sample_step(t, theta, m_t, member, R_w_row, F, Fp, Fe, J, W, target, target_slope, act, evaluation, loss, eps,
+def _sample_step(t, theta, m_t, member, A, F, Fp, Fe, X, W, target, target_slope, act, evaluation, loss, eps,
                  k_hat, door):
-    """Step ``t`` of every path of the sample process: ``lambda(t) = theta(t) + sum_{u<t} R_w(t,u) f(u)``,
-    then ``f(t)``, ``f'(t)`` (zero outside the batch) into ``F``, ``Fp`` (paths, T) and the Jacobian row
-    ``J(t, s) = delta_ts + sum_{s<=u<t} R_w(t,u) f'(u) J(u,s)`` for the ``W`` latest ``s``
-    (``t - W <= s <= t``; ``W = T`` keeps all) into ``J`` (paths, :func:`jacobian_size`), laid out
-    by :func:`_jacobian_row`; float32 (the averages over paths are summed in float64). With a smooth
-    target (``target_slope`` = dt/dlambda*, the square loss) also the derivative along Stein's
-    direction, ``e(t) = m(t) + sum_{u<t} R_w(t,u) fe(u)``, ``fe(t) = f'(t) e(t) - s(t) g'(lambda(t))
-    target_slope`` into ``Fe``: the change of ``f(t)`` when ``lambda*`` moves by one and every
-    ``theta(s)`` by ``m(s)``, whose mean is ``E[f(t) lambda*]`` (Stein's lemma). Returns each
-    path's loss and error (evaluation activation) at ``lambda(t)``, and the largest ``|lambda(t)|``."""
+    """Step ``t`` of every path of the sample process: ``lambda(t) = theta(t) + sum_{u<t} R_w(t,u) f(u)``
+    with ``R_w(t, u) = A[t, 2 + u]`` (the weight process's coefficient on the noise of step u), then
+    ``f(t)``, ``f'(t)`` (zero outside the batch) into ``F``, ``Fp`` (paths, T), and row ``t`` of the
+    path's Jacobian ``J = dlambda/dtheta = (I - K)^-1``, ``K(v, u) = R_w(v, u) f'(u)`` for ``u < v``,
+    over the ``W`` latest steps: ``X[i, s - low] = J(t, s)`` for ``low = max(0, t - W) <= s <= t``
+    (``X`` paths x (W + 1); every intermediate time of ``J(t, s)`` lies in ``[s, t]``, so the window
+    drops only the older entries). The row solves ``x^T (I - K) = e_t^T`` backward in time:
+    ``x(t) = 1``, ``x(u) = f'(u) sum_{u<v<=t} x(v) R_w(v, u)``, pushing each finished ``x(v)`` along
+    row ``v`` of ``A``, which every path shares (the window of A stays in cache: no per-path history
+    of J is stored or read). With a smooth target (``target_slope`` = dt/dlambda*, the square loss)
+    also the derivative along Stein's direction, ``e(t) = m(t) + sum_{u<t} R_w(t,u) fe(u)``, ``fe(t) =
+    f'(t) e(t) - s(t) g'(lambda(t)) target_slope`` into ``Fe``: the change of ``f(t)`` when ``lambda*``
+    moves by one and every ``theta(s)`` by ``m(s)``, whose mean is ``E[f(t) lambda*]`` (Stein's
+    lemma). Returns each path's loss and error (evaluation activation) at ``lambda(t)``, and the
+    largest ``|lambda(t)|``."""
     paths = theta.shape[0]
-    packed = W >= F.shape[1]
     losses = np.empty(paths)
     errors = np.empty(paths)
     sizes = np.empty(paths)
@@ -330,7 +322,7 @@ def _sample_step(t, theta, m_t, member, R_w_row, F, Fp, Fe, J, W, target, target
     for i in prange(paths):
         lam = theta[i]
         for u in range(t):
-            lam += R_w_row[u] * F[i, u]
+            lam += A[t, 2 + u] * F[i, u]
         g, g1, g2 = derivative.activation(act, lam, eps)
         l, l1, l2 = derivative.loss_terms(loss, g - k_hat, target[i])
         losses[i] = l
@@ -343,21 +335,22 @@ def _sample_step(t, theta, m_t, member, R_w_row, F, Fp, Fe, J, W, target, target
             if Fe.shape[1]:
                 lam_e = m_t
                 for u in range(t):
-                    lam_e += R_w_row[u] * Fe[i, u]
+                    lam_e += A[t, 2 + u] * Fe[i, u]
                 Fe[i, t] = Fp[i, t] * lam_e - member[i, t] * l2 * g1 * target_slope[i]
-            Ji = J[i]
-            offset, s0 = _jacobian_row(t, W, packed)
-            row = offset - s0  # J(t, s) at Ji[row + s]
-            for s in range(low, t):
-                Ji[row + s] = 0.0
-            for u in range(low, t):
-                c = np.float32(R_w_row[u] * Fp[i, u])
-                if c != 0.0:
-                    past_offset, past_s0 = _jacobian_row(u, W, packed)
-                    past = past_offset - past_s0
-                    for s in range(low, u + 1):
-                        Ji[row + s] += c * Ji[past + s]
-            Ji[row + t] = 1.0
+            x = X[i]
+            for u in range(t - low):
+                x[u] = 0.0
+            x[t - low] = 1.0
+            for v in range(t, low, -1):  # x(v) is final once every later step has pushed into it
+                k = v - low
+                xv = x[k] if v == t else Fp[i, v] * x[k]
+                x[k] = xv
+                if xv != 0.0:
+                    row = A[v, 2 + low : 2 + v]  # R_w(v, low..v-1)
+                    for j in range(k):
+                        x[j] += xv * row[j]
+            if low < t:
+                x[0] *= Fp[i, low]
     return losses, errors, sizes.max()
 
 
@@ -394,14 +387,13 @@ def _forward(settings: dict, steps: int) -> dict:
     F = np.zeros((N, T))
     Fp = np.zeros((N, T))
     Fe = np.zeros((N, T if along_stein else 0))
-    J = np.zeros((N, jacobian_size(W, T)), dtype=np.float32)
+    X = np.zeros((N, W + 1))  # each path's row J(t, t - W..t) of the step at hand
     norms = np.ones(T + 1)
     out = {k: np.empty(T + 1) for k in ("m", "q", "train_loss", "train_error")}
     for t in range(T + 1):
         xi_part = A[t, 2 : 2 + t] @ L[:t, :t] if t else np.zeros(0)  # theta's noise, on the white basis
         theta = A[t, 0] * lam_star + A[t, 1] * start_noise + math.sqrt(alpha) * (white[:, :t] @ xi_part)
-        R_w_row = A[t, 2 : 2 + t].copy()
-        losses, errors, largest = _sample_step(t, theta, A[t, 0], member, R_w_row, F, Fp, Fe, J, W, target, slopes, act,
+        losses, errors, largest = _sample_step(t, theta, A[t, 0], member, A, F, Fp, Fe, X, W, target, slopes, act,
                                                evaluation, loss, eps, k_hat, door)
         q_t = A[t, :2] @ A[t, :2] + alpha * xi_part @ xi_part
         if not largest < DIVERGED * math.sqrt(max(q_t, 1.0)):  # a path ran away: nothing past here means anything
@@ -416,9 +408,7 @@ def _forward(settings: dict, steps: int) -> dict:
         f = F[:, t]
         _grow_factor(L, Q, t, f / math.sqrt(N))
         low = max(0, t - W)
-        offset, s0 = _jacobian_row(t, W, W >= T)
-        window_row = J[:, offset + low - s0 : offset + t + 1 - s0].astype(np.float64)
-        R_f[t, low : t + 1] = Fp[:, t] @ window_row / N
+        R_f[t, low : t + 1] = Fp[:, t] @ X[:, : t + 1 - low] / N
         # E[f lambda*]: along Stein's direction on each path where that is the better estimate (the two
         # terms of mu_f then cancel path by path), else the plain average of f lambda*.
         f_lam_star = Fe[:, t].mean() if along_stein else f @ lam_star / N
@@ -453,7 +443,7 @@ def _run_away(out: dict, norms: np.ndarray, step: int) -> None:
 
 
 def window(memory: int | None, steps: int) -> int:
-    """The Jacobians' memory in steps: all of them (exact) unless ``memory`` is smaller."""
+    """R_f's memory in steps: all of them (exact) unless ``memory`` is smaller."""
     return steps if memory is None else min(memory, steps)
 
 

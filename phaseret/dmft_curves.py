@@ -108,11 +108,11 @@ def solutions(study) -> list[tuple[str, float, dict]]:
 
 
 def check_memory(study) -> None:
-    """Refuse, before any work, a DMFT whose Jacobians do not fit in this machine's memory."""
+    """Refuse, before any work, a DMFT that does not fit in this machine's memory."""
     available = available_bytes()
     for label, alpha, settings in solutions(study):
         steps = settings["epochs"] * dmft.steps_per_epoch(settings["algorithm"], settings["batch_fraction"])
-        needed = dmft.jacobian_bytes(settings["paths"], steps, settings["memory"])
+        needed = dmft.solution_bytes(settings["paths"], steps, settings["memory"])
         if available is not None and needed > available:
             raise ValueError(f"dmft.paths: the DMFT of {label} at alpha {alpha:g} needs about {needed / 2**30:.1f} GiB "
                              f"({settings['paths']} paths, {steps} steps) but {available / 2**30:.1f} GiB is available; "

@@ -239,7 +239,7 @@ def test_halving_the_step_at_fixed_time_converges():
 
 
 def test_a_memory_window_as_long_as_the_run_is_exact_and_shorter_ones_converge_to_it():
-    """``memory`` >= the steps keeps every Jacobian (the exact solution, bit for bit). GD on
+    """``memory`` >= the steps keeps all of R_f's memory (the exact solution, bit for bit). GD on
     pr-quadratic at alpha 4 over 30 epochs at 65,536 paths: a 25-step window moves the overlap by
     less than 0.01 (0.0024 measured), a 10-step one by more than 0.05: R_f's memory is long. (At
     4,096 paths the sampling noise alone makes two solutions that differ slightly differ by 0.02.)"""
@@ -250,33 +250,33 @@ def test_a_memory_window_as_long_as_the_run_is_exact_and_shorter_ones_converge_t
     assert np.abs(dmft.solve("pr-quadratic", memory=10, **keys).overlap_trajectory.values - exact).max() > 0.05
 
 
-def test_each_path_s_jacobian_is_the_inverse_of_its_linear_response_in_both_layouts():
+def test_each_path_s_jacobian_row_is_the_inverse_of_its_linear_response_within_the_window():
     """``_sample_step``'s Jacobian rows against their NumPy meaning, ``J = (I - K)^-1`` per path
-    with ``K(t, u) = R_w(t, u) f'(u)`` for ``u < t``; in the packed layout (all rows kept) and in a
-    ring as long as the run (the layout of a ``memory`` window), which must hold the same rows."""
-    paths, T = 8, 7
+    with ``K(t, u) = R_w(t, u) f'(u)`` for ``u < t``: all of row t with the whole memory, and its
+    last W + 1 entries, exactly the same, with a window of W steps (the window drops only the
+    older entries); half the paths outside the batch at each step, as in P-SGD."""
+    paths, T, W = 8, 7, 3
     rng = np.random.default_rng(6)
-    R_w = np.tril(rng.standard_normal((T, T)) * 0.05, -1)
+    A = np.zeros((T, T + 2))
+    A[:, 2:] = np.tril(rng.standard_normal((T, T)) * 0.05, -1)  # R_w(t, u) = A[t, 2 + u]
     act, evaluation, loss, eps, k_hat, door = Model("pr-quadratic").kernel_codes
     target, thetas = rng.standard_normal(paths) ** 2, rng.standard_normal((T, paths))
+    member = (rng.random((paths, T)) < 0.5).astype(float)
     rows = {}
-    for layout, width in (("packed", T), ("ring", T + 1)):  # W = T < F's width makes the ring
-        F, Fp = np.zeros((paths, width)), np.zeros((paths, width))
-        J = np.zeros((paths, dmft.jacobian_size(T, T) if layout == "packed" else (T + 1) ** 2), dtype=np.float32)
+    for window in (T, W):
+        F, Fp, X = np.zeros((paths, T)), np.zeros((paths, T)), np.zeros((paths, window + 1))
+        rows[window] = []
         for t in range(T):
-            dmft._sample_step(t, thetas[t], 0.0, np.ones((paths, width)), R_w[t, :t].copy(), F, Fp, np.zeros((paths, 0)),
-                              J, T, target, target[:0], act, evaluation, loss, eps, k_hat, door)
-        entries = np.zeros((paths, T, T))
-        for t in range(T):
-            offset, s0 = dmft._jacobian_row(t, T, layout == "packed")
-            entries[:, t, : t + 1] = J[:, offset - s0 : offset - s0 + t + 1]
-        rows[layout] = entries, Fp[:, :T]
-    np.testing.assert_array_equal(rows["packed"][0], rows["ring"][0])
-    entries, Fp = rows["packed"]
-    assert np.abs(entries[:, 1:, 0]).max() > 0.05  # the responses are not trivially small
+            dmft._sample_step(t, thetas[t], 0.0, member, A, F, Fp, np.zeros((paths, 0)), X, window, target,
+                              target[:0], act, evaluation, loss, eps, k_hat, door)
+            rows[window].append(X[:, : min(t, window) + 1].copy())
+    assert np.abs(Fp).max() > 1 and (Fp == 0).any()  # responses that matter, and paths out of the batch
+    expected = [np.linalg.inv(np.eye(T) - A[:, 2:] * Fp[i][None, :]) for i in range(paths)]
+    assert max(np.abs(np.tril(J, -1)).max() for J in expected) > 0.01  # the responses are not trivially small
     for i in range(paths):
-        expected = np.linalg.inv(np.eye(T) - R_w * Fp[i][None, :])
-        np.testing.assert_allclose(entries[i], expected, rtol=1e-5, atol=1e-6)
+        for t in range(T):
+            np.testing.assert_allclose(rows[T][t][i], expected[i][t, : t + 1], rtol=1e-12, atol=1e-14)
+            np.testing.assert_array_equal(rows[W][t][i], rows[T][t][i][max(0, t - W) :])
 
 
 def test_a_runaway_path_stops_the_solution_with_nan_and_its_epoch():
