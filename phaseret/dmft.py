@@ -49,7 +49,8 @@ triangular response, ``t^2 / 2`` multiply-adds against the shared coefficients, 
 cache) plus O(paths T^2) for the memory terms, ``e`` and the Gram matrix of f; memory about 64
 paths T bytes (:func:`solution_bytes`, float64 throughout), checked before any work. No path
 stores its Jacobian: until revision 5 each kept its lower triangle (2 paths T^2 bytes in float32)
-and every step streamed it from memory, three times slower and rounded to float32.
+and every step streamed it from memory: 1.8-3.8 times slower (``benchmarks/dmft.py``), and
+rounded to float32.
 With ``memory = M`` the rows stop M steps back (``R_f(t, s) = 0`` for ``t - s > M``; the
 entries kept are exact, and the teacher's component of the gradient, ``alpha E[f lambda*]``,
 stays exact): time O(paths T M^2). It is an approximation (R_f's memory is long: see the
@@ -139,8 +140,9 @@ def solve(model: str = "pr-quadratic", *, alpha: float, lr: float, epochs: int, 
     ``sobol`` (randomised quasi-Monte Carlo; ``paths`` a power of 2) or ``random``. ``memory``:
     solve each path's Jacobian ``J(t, s)`` for the last ``memory`` steps only (``R_f(t, s) = 0``
     beyond; the teacher's component of the gradient stays exact): time O(paths T memory^2)
-    instead of O(paths T^3); None keeps them all (exact). Cutting R_f's tail removes part of its drag, so a slow relaxation runs ahead
-    (least squares at alpha 1, memory 200: 0.008 ahead of the closed form after 400 epochs).
+    instead of O(paths T^3); None keeps them all (exact). Cutting R_f's tail removes part of
+    its drag, so a slow relaxation runs ahead (least squares at alpha 1, memory 200: 0.008
+    ahead of the closed form after 400 epochs).
     ``memory_bytes``: the memory the solution may take (default: what is available).
     ``replicates``: solve this many times with independent inputs (solver seeds ``seed``,
     ``seed + 1``, ...) and report their mean, with the standard error of the overlap over the
