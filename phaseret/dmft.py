@@ -343,7 +343,7 @@ def _sample_step(t, theta, m_t, member, A, F, Fp, Fe, X, W, target, target_slope
             for u in range(t - low):
                 x[u] = 0.0
             x[t - low] = 1.0
-            for v in range(t, low, -1):  # x(v) is final once every later step has pushed into it
+            for v in range(t, low - 1, -1):  # x(v) is final once every later step has pushed into it
                 k = v - low
                 xv = x[k] if v == t else Fp[i, v] * x[k]
                 x[k] = xv
@@ -351,8 +351,6 @@ def _sample_step(t, theta, m_t, member, A, F, Fp, Fe, X, W, target, target_slope
                     row = A[v, 2 + low : 2 + v]  # R_w(v, low..v-1)
                     for j in range(k):
                         x[j] += xv * row[j]
-            if low < t:
-                x[0] *= Fp[i, low]
     return losses, errors, sizes.max()
 
 
