@@ -210,6 +210,25 @@ def test_the_dmft_agrees_with_32_runs_at_p_4096_and_the_gap_shrinks_from_p_1024(
     assert large < small + 3 * error
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm, update", [("gd", "plain"), ("gd", "heavy-ball"), ("p-sgd", "plain")])
+def test_the_dmft_follows_the_runs_out_of_the_plateau_over_400_epochs(algorithm, update):
+    """The long horizon where the runs leave the start's plateau: alpha 4, lr 0.01, start overlap
+    0.2, 400 epochs (800 steps for P-SGD), exact memory, 2 replicates of 16,384 paths (P-SGD: 5.5
+    min on two cores), against 16 engine runs at p = 2048: within 3 standard errors of the
+    difference at every epoch where all runs are still going (runs that reach the teacher stop),
+    and the runs' mean rises past 0.6, so the comparison covers the escape, not only the plateau."""
+    ds = dmft.solve("pr-quadratic", alpha=4.0, lr=0.01, epochs=400, overlap0=0.2, paths=16_384,
+                    algorithm=algorithm, update=update, replicates=2)
+    assert ds.attrs["diverged_epoch"] == -1
+    runs = _engine_overlaps(algorithm, update, 4.0, 2048, 16, 400, lr=0.01)
+    going = np.isfinite(runs).all(0)
+    in_errors, large, _ = _gaps(ds.isel(epoch=going), runs[:, going])
+    print(f"{algorithm}+{update}: gap {large:.4f} ({in_errors:.2f} SE) over {going.sum()} epochs")
+    assert in_errors < 3
+    assert runs[:, going].mean(0).max() > 0.6
+
+
 def test_replicates_average_independent_solutions_and_give_their_standard_error():
     """``replicates = 3``: the mean of the solutions of seeds 0, 1, 2 (m averaged, the overlap from
     the means) and the overlap's standard error over them; one solution has no error bar."""
