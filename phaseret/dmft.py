@@ -100,6 +100,16 @@ DIVERGED = 20.0
 #: rescaling r is 1 + O(lr^2 |g|^2) in a stable run): with momentum and a truncated ``memory`` the
 #: weight process itself can blow up; the solution stops there as for a runaway path.
 RUNAWAY_RESCALING = 1.5
+#: With ``smoothing = h`` a path's term f'(t) J(t, s) of R_f gives way to the centred finite difference
+#: of half-width h once h max_{u<=t} |J(u, s)| passes this: past it the path's map theta(s) -> f(t)
+#: is no longer linear over +-h. A sample that sits near the top of its loss's barrier (pr-quadratic:
+#: |lambda| < y / sqrt(3), where f' < 0) and then falls into one of the wells has a Jacobian that
+#: grows like exp(0.12 (t - s)) per step with heavy-ball (GD + heavy-ball, alpha 2.5: one path's
+#: term reached 3,000 and moved sum_s R_f(t, s) by 0.1-0.3); the exact mean of those terms comes from
+#: paths within exp(-0.12 (t - s)) of the top, which no sample of paths holds at long lags, so the
+#: pathwise mean is biased there, by an amount that shrinks only logarithmically with the paths
+#: (see the README, Theory). Over +-h the difference takes in every path within h of the top.
+SMOOTHING_TRIGGER = 0.1
 #: The solution's variables over ``epoch``, with their CF attributes (SPEC 8's trajectory names).
 TRAJECTORIES = {
     "overlap_trajectory": {"units": "1", "long_name": "overlap |m| / sqrt(q) with the teacher (DMFT, p -> infinity)"},
@@ -128,7 +138,8 @@ def solve(model: str = "pr-quadratic", *, alpha: float, lr: float, epochs: int, 
           update: str = "plain", momentum: float = 0.9, batch_fraction: float = 0.5, tau: float = 2.0,
           overlap0: float = 0.0, projection: bool = True, hidden: int = 1, loss_eps: float = 1e-8,
           K: float = DEFAULT_K, paths: int = 4096, seed: int = 0, sampler: str = "sobol",
-          memory: int | None = None, memory_bytes: int | None = None, replicates: int = 1) -> xr.Dataset:
+          memory: int | None = None, memory_bytes: int | None = None, replicates: int = 1,
+          smoothing: float | None = None) -> xr.Dataset:
     """The p -> infinity dynamics of one optimizer at fixed ``alpha``, over ``epochs`` epochs.
 
     The optimizer keys mean what they mean in a study (SPEC 4-5); ``sgd`` draws Bernoulli
@@ -148,13 +159,19 @@ def solve(model: str = "pr-quadratic", *, alpha: float, lr: float, epochs: int, 
     ``seed + 1``, ...) and report their mean, with the standard error of the overlap over the
     replicates as ``overlap_trajectory_stderr`` (NaN for one): the solution's own error bar
     (randomised quasi-Monte Carlo's usual estimate), at ``replicates`` times the time.
+    ``smoothing``: None (each path's exact derivative ``J(t, s)``) or the half-width ``h`` of the
+    centred finite differences ``(f(t; theta(s) + h) - f(t; theta(s) - h)) / 2h`` that replace a
+    path's term of ``R_f(t, s)`` once ``h max |J(u, s)|`` passes :data:`SMOOTHING_TRIGGER` (each
+    such pair's process is re-run from s, O(W^2) for it per step; a few hundred pairs of 16,384
+    paths on GD + heavy-ball's plateau): it removes the pathwise estimate's bias at long lags,
+    where samples cross their loss's barrier, at a bias of its own of O(h^2) on smooth terms.
     Returns a Dataset over ``epoch``.
     """
     settings = _check(model, alpha, lr, epochs, algorithm, update, momentum, batch_fraction, tau, overlap0,
-                      projection, hidden, loss_eps, K, paths, seed, sampler, memory, replicates)
+                      projection, hidden, loss_eps, K, paths, seed, sampler, memory, replicates, smoothing)
     per_epoch = steps_per_epoch(algorithm, batch_fraction)
     steps = epochs * per_epoch
-    needed = solution_bytes(paths, steps, memory)
+    needed = solution_bytes(paths, steps, memory, smoothing)
     available = memory_bytes if memory_bytes is not None else available_bytes()
     if available is not None and needed > available:
         raise ValueError(f"paths, epochs: the DMFT needs about {needed / 2**30:.1f} GiB (paths x steps x 64 bytes, "
@@ -169,11 +186,12 @@ def solve(model: str = "pr-quadratic", *, alpha: float, lr: float, epochs: int, 
     return _dataset(settings, solutions, per_epoch)
 
 
-def solution_bytes(paths: int, steps: int, memory: int | None = None) -> int:
+def solution_bytes(paths: int, steps: int, memory: int | None = None, smoothing: float | None = None) -> int:
     """Memory of a solution, float64 throughout: per path its inputs (3 steps), its histories of f,
     f', e and batch membership and its column of the Gram-Schmidt basis (5 steps), and one
-    Jacobian row over the window."""
-    return 8 * paths * (8 * steps + window(memory, steps) + 5)
+    Jacobian row over the window; with ``smoothing`` also its history of lambda and its Jacobian's
+    largest entries (float32), 12 bytes a step."""
+    return 8 * paths * (8 * steps + window(memory, steps) + 5) + (12 * paths * (steps + 1) if smoothing else 0)
 
 
 def steps_per_epoch(algorithm: str, batch_fraction: float) -> int:
@@ -184,10 +202,14 @@ def steps_per_epoch(algorithm: str, batch_fraction: float) -> int:
 
 
 def _check(model, alpha, lr, epochs, algorithm, update, momentum, batch_fraction, tau, overlap0, projection,
-           hidden, loss_eps, K, paths, seed, sampler, memory, replicates) -> dict:
+           hidden, loss_eps, K, paths, seed, sampler, memory, replicates, smoothing) -> dict:
     """The settings, or a ValueError naming the first key the equations do not cover."""
     if memory is not None and (isinstance(memory, bool) or not isinstance(memory, (int, np.integer)) or memory < 1):
         raise ValueError(f"memory: must be an integer >= 1 (steps of R_f kept) or None, got {memory!r}")
+    if smoothing is not None and (isinstance(smoothing, bool) or not isinstance(smoothing, (int, float, np.number))
+                                  or not math.isfinite(smoothing) or smoothing <= 0):
+        raise ValueError(f"smoothing: must be a finite number > 0 (the finite differences' half-width) or None, "
+                         f"got {smoothing!r}")
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler: one of {', '.join(SAMPLERS)}, got {sampler!r}")
     if model != LINEAR and model not in MODELS:
@@ -233,7 +255,7 @@ def _check(model, alpha, lr, epochs, algorithm, update, momentum, batch_fraction
                 batch_fraction=float(batch_fraction) if algorithm != "gd" else 1.0, tau=float(tau),
                 overlap0=float(overlap0), projection=bool(projection), loss_eps=float(loss_eps), K=float(K),
                 paths=int(paths), seed=int(seed), sampler=sampler, memory=None if memory is None else int(memory),
-                replicates=int(replicates),
+                replicates=int(replicates), smoothing=None if smoothing is None else float(smoothing),
                 codes=(act, evaluation, loss, float(loss_eps), k_hat, door))
 
 
@@ -299,7 +321,7 @@ def _memberships(settings: dict, uniforms: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, parallel=True)
-def _sample_step(t, theta, m_t, member, A, F, Fp, Fe, X, W, target, target_slope, act, evaluation, loss, eps,
+def _sample_step(t, theta, m_t, member, A, F, Fp, Fe, X, W, Lam, target, target_slope, act, evaluation, loss, eps,
                  k_hat, door):
     """Step ``t`` of every path of the sample process: ``lambda(t) = theta(t) + sum_{u<t} R_w(t,u) f(u)``
     with ``R_w(t, u) = A[t, 2 + u]`` (the weight process's coefficient on the noise of step u), then
@@ -314,8 +336,8 @@ def _sample_step(t, theta, m_t, member, A, F, Fp, Fe, X, W, target, target_slope
     also the derivative along Stein's direction, ``e(t) = m(t) + sum_{u<t} R_w(t,u) fe(u)``, ``fe(t) =
     f'(t) e(t) - s(t) g'(lambda(t)) target_slope`` into ``Fe``: the change of ``f(t)`` when ``lambda*``
     moves by one and every ``theta(s)`` by ``m(s)``, whose mean is ``E[f(t) lambda*]`` (Stein's
-    lemma). Returns each path's loss and error (evaluation activation) at ``lambda(t)``, and the
-    largest ``|lambda(t)|``."""
+    lemma). ``lambda(t)`` into ``Lam[:, t]`` unless ``Lam`` has no columns. Returns each path's loss
+    and error (evaluation activation) at ``lambda(t)``, and the largest ``|lambda(t)|``."""
     paths = theta.shape[0]
     losses = np.empty(paths)
     errors = np.empty(paths)
@@ -325,6 +347,8 @@ def _sample_step(t, theta, m_t, member, A, F, Fp, Fe, X, W, target, target_slope
         lam = theta[i]
         for u in range(t):
             lam += A[t, 2 + u] * F[i, u]
+        if Lam.shape[1]:
+            Lam[i, t] = lam
         g, g1, g2 = derivative.activation(act, lam, eps)
         l, l1, l2 = derivative.loss_terms(loss, g - k_hat, target[i])
         losses[i] = l
@@ -354,6 +378,43 @@ def _sample_step(t, theta, m_t, member, A, F, Fp, Fe, X, W, target, target_slope
     return losses, errors, sizes.max()
 
 
+@njit(cache=True, parallel=True)
+def _finite_differences(t, paths, starts, h, Lam, F, member, A, target, act, loss, eps, k_hat):
+    """``(f(t; theta(s) + h) - f(t; theta(s) - h)) / 2h`` of each pair ``(paths[k], starts[k])``, every
+    other ``theta(u)`` held: the path's process re-run from ``s``, ``lambda(u) = Lam[i, u] + d(u)``,
+    ``d(u) = +-h [u = s] + sum_{s<=v<u} R_w(u, v) (f+-(v) - f(v))`` (f of the path's own run in ``F``)."""
+    out = np.empty(len(paths))
+    for k in prange(len(paths)):
+        i, s = paths[k], starts[k]
+        change = np.empty(t - s + 1)  # f+-(v) - f(v), v = s..t
+        value = 0.0
+        for sign in (1.0, -1.0):
+            for u in range(s, t + 1):
+                d = sign * h if u == s else 0.0
+                for v in range(s, u):
+                    d += A[u, 2 + v] * change[v - s]
+                g, g1, _ = derivative.activation(act, Lam[i, u] + d, eps)
+                l1 = derivative.loss_terms(loss, g - k_hat, target[i])[1]
+                change[u - s] = member[i, u] * l1 * g1 - F[i, u]
+            value += sign * change[t - s]
+        out[k] = value / (2 * h)
+    return out
+
+
+def _smooth_row(t, low, h, R_f, X, Fp, F, Lam, grown, member, A, target, codes) -> None:
+    """Row ``t`` of ``R_f``: each (path, s) pair whose Jacobian has grown past ``SMOOTHING_TRIGGER / h``
+    since s (``grown``: paths x steps, max over u <= t of ``|J(u, s)|``) trades its term
+    ``f'(t) J(t, s) / paths`` for its finite difference of half-width ``h``."""
+    grown[:, low : t + 1] = np.maximum(grown[:, low : t + 1], np.abs(X[:, : t + 1 - low]))
+    paths, starts = np.nonzero(grown[:, low:t] * h > SMOOTHING_TRIGGER)
+    if not len(paths):
+        return
+    starts += low
+    act, _, loss, eps, k_hat, _ = codes
+    smoothed = _finite_differences(t, paths, starts, h, Lam, F, member, A, target, act, loss, eps, k_hat)
+    np.add.at(R_f[t], starts, (smoothed - Fp[paths, t] * X[paths, starts - low]) / len(F))
+
+
 def _forward(settings: dict, steps: int) -> dict:
     """Solve the DMFT forward in time for ``steps`` steps; returns per-step arrays (steps + 1,)."""
     alpha, lr, gamma = settings["alpha"], settings["lr"], settings["momentum"]
@@ -368,8 +429,10 @@ def _forward(settings: dict, steps: int) -> dict:
     # Along Stein's direction for the plain update only: with momentum's larger effective step the
     # derivative grows on the nearly unstable paths of the tail and is the noisier estimate (P-SGD +
     # heavy-ball, alpha 2, epoch 20, 4 solver seeds: 0.155-0.199 against 0.219-0.228 by the product).
-    smooth = settings["update"] == "plain"
-    target_slope = _target_slopes(settings["task"], lam_star, squared, loss) if smooth else None
+    # With smoothing too: the derivative along Stein's direction is a pathwise derivative, with the same
+    # spikes as the Jacobians, and its cancellation against R_f no longer holds path by path.
+    stein = settings["update"] == "plain" and not settings["smoothing"]
+    target_slope = _target_slopes(settings["task"], lam_star, squared, loss) if stein else None
     along_stein = target_slope is not None
     slopes = target_slope if along_stein else lam_star[:0]  # an empty array: the kernel keeps no Fe
     member = _memberships(settings, uniforms)
@@ -388,13 +451,16 @@ def _forward(settings: dict, steps: int) -> dict:
     Fp = np.zeros((N, T))
     Fe = np.zeros((N, T if along_stein else 0))
     X = np.zeros((N, W + 1))  # each path's row J(t, t - W..t) of the step at hand
+    h = settings["smoothing"]
+    Lam = np.zeros((N, T + 1 if h else 0))  # each path's lambda(t), for the finite differences
+    grown = np.zeros((N, T + 1 if h else 0), np.float32)  # max over u <= t of |J(u, s)|
     norms = np.ones(T + 1)
     out = {k: np.empty(T + 1) for k in ("m", "q", "train_loss", "train_error")}
     for t in range(T + 1):
         xi_part = A[t, 2 : 2 + t] @ L[:t, :t] if t else np.zeros(0)  # theta's noise, on the white basis
         theta = A[t, 0] * lam_star + A[t, 1] * start_noise + math.sqrt(alpha) * (white[:, :t] @ xi_part)
-        losses, errors, largest = _sample_step(t, theta, A[t, 0], member, A, F, Fp, Fe, X, W, target, slopes, act,
-                                               evaluation, loss, eps, k_hat, door)
+        losses, errors, largest = _sample_step(t, theta, A[t, 0], member, A, F, Fp, Fe, X, W, Lam, target, slopes,
+                                               act, evaluation, loss, eps, k_hat, door)
         q_t = A[t, :2] @ A[t, :2] + alpha * xi_part @ xi_part
         if not largest < DIVERGED * math.sqrt(max(q_t, 1.0)):  # a path ran away: nothing past here means anything
             _run_away(out, norms, t)
@@ -409,6 +475,8 @@ def _forward(settings: dict, steps: int) -> dict:
         _grow_factor(L, Q, t, f / math.sqrt(N))
         low = max(0, t - W)
         R_f[t, low : t + 1] = Fp[:, t] @ X[:, : t + 1 - low] / N
+        if h:
+            _smooth_row(t, low, h, R_f, X, Fp, F, Lam, grown, member, A, target, settings["codes"])
         # E[f lambda*]: along Stein's direction on each path where that is the better estimate (the two
         # terms of mu_f then cancel path by path), else the plain average of f lambda*.
         f_lam_star = Fe[:, t].mean() if along_stein else f @ lam_star / N

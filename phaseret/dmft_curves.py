@@ -23,7 +23,7 @@ from . import dmft
 from .config import RunConfig
 from .sizes import available_bytes
 
-KEYS = ("optimizers", "epochs", "paths", "sampler", "memory", "replicates")
+KEYS = ("optimizers", "epochs", "paths", "sampler", "memory", "replicates", "smoothing")
 #: The file of a results folder that holds its DMFT curves.
 FILE = "dmft.nc"
 
@@ -46,8 +46,8 @@ def uncovered(config: RunConfig) -> str | None:
 
 def check_table(table, configs: dict[str, RunConfig]) -> dict:
     """The ``[dmft]`` table against the study's optimizers (label -> a representative cell
-    config); returns ``{"optimizers": labels, "epochs", "paths", "sampler", "memory", "replicates"}``,
-    or {} without it."""
+    config); returns ``{"optimizers": labels, "epochs", "paths", "sampler", "memory", "replicates",
+    "smoothing"}``, or {} without it."""
     if table is None:
         return {}
     if not isinstance(table, dict):
@@ -82,8 +82,12 @@ def check_table(table, configs: dict[str, RunConfig]) -> dict:
     replicates = table.get("replicates", 1)
     if isinstance(replicates, bool) or not isinstance(replicates, int) or replicates < 1:
         raise ValueError(f"dmft.replicates: must be an integer >= 1 (independent solutions averaged), got {replicates!r}")
+    smoothing = table.get("smoothing")
+    if smoothing is not None and (isinstance(smoothing, bool) or not isinstance(smoothing, (int, float))
+                                  or not np.isfinite(smoothing) or smoothing <= 0):
+        raise ValueError(f"dmft.smoothing: must be a number > 0 (the finite differences' half-width), got {smoothing!r}")
     return {"optimizers": tuple(labels), "epochs": epochs, "paths": paths, "sampler": sampler, "memory": memory,
-            "replicates": replicates}
+            "replicates": replicates, "smoothing": smoothing}
 
 
 def _settings(config: RunConfig) -> dict:
@@ -102,7 +106,9 @@ def solutions(study) -> list[tuple[str, float, dict]]:
         c = block.config
         if table and c.optimizer_label in table["optimizers"] and uncovered(c) is None:
             horizon = min(c.max_epochs, table["epochs"] or c.max_epochs)
-            found.setdefault((c.optimizer_label, c.alpha), _settings(c) | {
+            # smoothing only where asked for: stored solutions without it keep matching their settings
+            smoothing = {"smoothing": table["smoothing"]} if table["smoothing"] is not None else {}
+            found.setdefault((c.optimizer_label, c.alpha), _settings(c) | smoothing | {
                 "epochs": horizon, **{key: table[key] for key in ("paths", "sampler", "memory", "replicates")}})
     return [(label, alpha, settings) for (label, alpha), settings in found.items()]
 
@@ -112,7 +118,7 @@ def check_memory(study) -> None:
     available = available_bytes()
     for label, alpha, settings in solutions(study):
         steps = settings["epochs"] * dmft.steps_per_epoch(settings["algorithm"], settings["batch_fraction"])
-        needed = dmft.solution_bytes(settings["paths"], steps, settings["memory"])
+        needed = dmft.solution_bytes(settings["paths"], steps, settings["memory"], settings.get("smoothing"))
         if available is not None and needed > available:
             raise ValueError(f"dmft.paths: the DMFT of {label} at alpha {alpha:g} needs about {needed / 2**30:.1f} GiB "
                              f"({settings['paths']} paths, {steps} steps) but {available / 2**30:.1f} GiB is available; "

@@ -286,8 +286,9 @@ def test_each_path_s_jacobian_row_is_the_inverse_of_its_linear_response_within_t
         F, Fp, X = np.zeros((paths, T)), np.zeros((paths, T)), np.zeros((paths, window + 1))
         rows[window] = []
         for t in range(T):
-            dmft._sample_step(t, thetas[t], 0.0, member, A, F, Fp, np.zeros((paths, 0)), X, window, target,
-                              target[:0], act, evaluation, loss, eps, k_hat, door)
+            empty = np.zeros((paths, 0))  # no e, no lambda history
+            dmft._sample_step(t, thetas[t], 0.0, member, A, F, Fp, empty, X, window, empty, target, target[:0], act,
+                              evaluation, loss, eps, k_hat, door)
             rows[window].append(X[:, : min(t, window) + 1].copy())
     assert np.abs(Fp).max() > 1 and (Fp == 0).any()  # responses that matter, and paths out of the batch
     expected = [np.linalg.inv(np.eye(T) - A[:, 2:] * Fp[i][None, :]) for i in range(paths)]
@@ -309,6 +310,34 @@ def test_a_runaway_path_stops_the_solution_with_nan_and_its_epoch():
 
 
 @pytest.mark.parametrize(
+    "model, algorithm, update",
+    [("pr-quadratic", "gd", "plain"), ("pr-quadratic", "p-sgd", "heavy-ball"), ("door-logistic", "gd", "nesterov")],
+)
+def test_finite_differences_on_every_pair_match_the_derivatives_where_the_maps_are_smooth(monkeypatch, model, algorithm,
+                                                                                          update):
+    """``smoothing`` with the trigger at -1 re-runs every (path, s) pair from s with theta(s) +- h; at a
+    setting without barrier crossings (alpha 4, 6 epochs; the door's |lambda| smoothed over sqrt(0.01),
+    far wider than h) and h = 1e-4 its differences equal the
+    Jacobians' terms up to O(h^2): the solution matches the one whose trigger no pair reaches (the
+    same estimator of E[f lambda*]) to 1e-7. A re-run that dropped its own memory term or the batch
+    membership would move the overlap by about 1e-3."""
+    pairs = []
+    original = dmft._finite_differences
+    monkeypatch.setattr(dmft, "_finite_differences", lambda *a: pairs.append(len(a[1])) or original(*a))
+    solutions = {}
+    for trigger in (-1.0, np.inf):
+        monkeypatch.setattr(dmft, "SMOOTHING_TRIGGER", trigger)
+        solutions[trigger] = dmft.solve(model, alpha=4.0, lr=0.02, epochs=6, overlap0=0.2, paths=1024,
+                                        algorithm=algorithm, update=update, smoothing=1e-4, loss_eps=0.01)
+    steps = 6 * dmft.steps_per_epoch(algorithm, 0.5)
+    assert sum(pairs) == 1024 * steps * (steps - 1) // 2 or algorithm == "p-sgd"  # every pair (P-SGD: those in the batch)
+    assert sum(pairs) > 1024 * steps
+    for name in ("overlap_trajectory", "train_loss_trajectory", "multiplier_trajectory"):
+        a, b = solutions[-1.0][name].values, solutions[np.inf][name].values
+        assert np.abs(a - b).max() < 1e-7 * max(1.0, np.abs(b).max()), name
+
+
+@pytest.mark.parametrize(
     "change, key",
     [
         ({"hidden": 2}, "hidden"),
@@ -322,6 +351,8 @@ def test_a_runaway_path_stops_the_solution_with_nan_and_its_epoch():
         ({"algorithm": "p-sgd", "lr": 3.0}, "lr, tau, batch_fraction"),
         ({"paths": 10**6, "epochs": 10**4}, "paths, epochs"),
         ({"memory": 0}, "memory"),
+        ({"smoothing": 0.0}, "smoothing"),
+        ({"smoothing": float("nan")}, "smoothing"),
     ],
 )
 def test_settings_the_equations_do_not_cover_are_refused_before_any_work(change, key):

@@ -28,6 +28,8 @@ STUDY = {"name": "dm", "model": "pr-quadratic", "p": 256, "alpha": [3.0, 5.0], "
         ({"dmft": {"memory": -3}}, r"^dmft\.memory: "),
         ({"dmft": {"replicates": 0}}, r"^dmft\.replicates: "),
         ({"dmft": {"replicates": 1.5}}, r"^dmft\.replicates: "),
+        ({"dmft": {"smoothing": 0}}, r"^dmft\.smoothing: "),
+        ({"dmft": {"smoothing": "wide"}}, r"^dmft\.smoothing: "),
         ({"hidden": 2, "dmft": {"optimizers": ["gd"]}}, r"^dmft\.optimizers: .*hidden = 2"),
         ({"dmft": None}, r"^plot\.figures: the dmft figure draws"),
     ],
@@ -104,6 +106,14 @@ def test_a_rerun_reuses_the_stored_solutions_and_solves_only_new_ones(tmp_path, 
     run_study(build_study(STUDY | {"alpha": [3.0, 5.0, 6.0]}), tmp_path, progress=False)
     assert len(solved) == 6
     assert xr.load_dataset(tmp_path / "dmft.nc").attrs["revision"] == dmft.REVISION
+    # Asking for smoothing changes the settings: solved again, with it; the same table again reuses them.
+    widths = []
+    monkeypatch.setattr(dmft, "solve", lambda **keys: widths.append(keys["smoothing"]) or original(**keys))
+    smoothed = STUDY | {"alpha": [3.0, 5.0, 6.0], "dmft": STUDY["dmft"] | {"smoothing": 0.05}}
+    run_study(build_study(smoothed), tmp_path, progress=False)
+    assert widths == [0.05] * 6
+    run_study(build_study(smoothed), tmp_path, progress=False)
+    assert widths == [0.05] * 6
 
 
 def test_an_overlap_start_has_that_overlap_on_every_unit_and_its_key_is_checked():
