@@ -42,7 +42,9 @@ to 0.004 at 65,536 paths; with momentum the derivative grows on the tail's nearl
 paths and the plain average is the better estimate). ``xi``'s covariance is the paths' own Gram
 matrix of ``f``, factored row by row by Gram-Schmidt on the paths' f themselves (positive
 semi-definite by construction, and without squaring the Gram matrix's condition number).
-The only errors are the sampling's and the time step's (``lr``).
+The only errors are the sampling's and the time step's (``lr``). ``smoothing`` (opt-in) replaces
+the terms of the (path, s) pairs whose Jacobian spiked by finite differences (:data:`SMOOTHING_TRIGGER`):
+the pathwise mean of those terms is biased at long lags.
 
 Cost: time O(paths T^3 / 6) for the Jacobians' rows (each a backward solve of the path's
 triangular response, ``t^2 / 2`` multiply-adds against the shared coefficients, which stay in
@@ -104,8 +106,8 @@ RUNAWAY_RESCALING = 1.5
 #: of half-width h once h max_{u<=t} |J(u, s)| passes this: past it the path's map theta(s) -> f(t)
 #: is no longer linear over +-h. A sample that sits near the top of its loss's barrier (pr-quadratic:
 #: |lambda| < y / sqrt(3), where f' < 0) and then falls into one of the wells has a Jacobian that
-#: grows like exp(0.12 (t - s)) per step with heavy-ball (GD + heavy-ball, alpha 2.5: one path's
-#: term reached 3,000 and moved sum_s R_f(t, s) by 0.1-0.3); the exact mean of those terms comes from
+#: grows about 12% a step while it sits there (GD + heavy-ball, alpha 2.5: one path's term reached
+#: 3,000 and moved sum_s R_f(t, s) by 0.1-0.3); the exact mean of those terms comes from
 #: paths within exp(-0.12 (t - s)) of the top, which no sample of paths holds at long lags, so the
 #: pathwise mean is biased there, by an amount that shrinks only logarithmically with the paths
 #: (see the README, Theory). Over +-h the difference takes in every path within h of the top.
@@ -162,7 +164,7 @@ def solve(model: str = "pr-quadratic", *, alpha: float, lr: float, epochs: int, 
     ``smoothing``: None (each path's exact derivative ``J(t, s)``) or the half-width ``h`` of the
     centred finite differences ``(f(t; theta(s) + h) - f(t; theta(s) - h)) / 2h`` that replace a
     path's term of ``R_f(t, s)`` once ``h max |J(u, s)|`` passes :data:`SMOOTHING_TRIGGER` (each
-    such pair's process is re-run from s, O(W^2) for it per step; a few hundred pairs of 16,384
+    such pair's process is re-run from s, O(W^2) for it per step; about 1,000 pairs of 16,384
     paths on GD + heavy-ball's plateau): it removes the pathwise estimate's bias at long lags,
     where samples cross their loss's barrier, at a bias of its own of O(h^2) on smooth terms.
     Returns a Dataset over ``epoch``.
