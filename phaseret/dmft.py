@@ -165,8 +165,9 @@ def solve(model: str = "pr-quadratic", *, alpha: float, lr: float, epochs: int, 
     centred finite differences ``(f(t; theta(s) + h) - f(t; theta(s) - h)) / 2h`` that replace a
     path's term of ``R_f(t, s)`` once ``h max |J(u, s)|`` passes :data:`SMOOTHING_TRIGGER` (each
     such pair's process is re-run from s, O(W^2) for it per step; about 1,000 pairs of 16,384
-    paths on GD + heavy-ball's plateau; a larger h re-runs more pairs, h = 0.2 most of them): it removes the pathwise estimate's bias at long lags,
-    where samples cross their loss's barrier, at a bias of its own of O(h^2) on smooth terms.
+    paths on GD + heavy-ball's plateau; a larger h re-runs more pairs, h = 0.2 most of them): it
+    removes the pathwise estimate's bias at long lags, where samples cross their loss's barrier,
+    at a bias of its own of O(h^2) on smooth terms.
     Returns a Dataset over ``epoch``.
     """
     settings = _check(model, alpha, lr, epochs, algorithm, update, momentum, batch_fraction, tau, overlap0,

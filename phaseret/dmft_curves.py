@@ -85,7 +85,8 @@ def check_table(table, configs: dict[str, RunConfig]) -> dict:
     smoothing = table.get("smoothing")
     if smoothing is not None and (isinstance(smoothing, bool) or not isinstance(smoothing, (int, float))
                                   or not np.isfinite(smoothing) or smoothing <= 0):
-        raise ValueError(f"dmft.smoothing: must be a number > 0 (the finite differences' half-width), got {smoothing!r}")
+        raise ValueError(f"dmft.smoothing: must be a number > 0 (the finite differences' half-width), "
+                         f"got {smoothing!r}")
     return {"optimizers": tuple(labels), "epochs": epochs, "paths": paths, "sampler": sampler, "memory": memory,
             "replicates": replicates, "smoothing": smoothing}
 
