@@ -343,12 +343,12 @@ def test_a_runaway_path_stops_the_solution_with_nan_and_its_epoch():
 )
 def test_finite_differences_on_every_pair_match_the_derivatives_where_the_maps_are_smooth(monkeypatch, model, algorithm,
                                                                                           update):
-    """``smoothing`` with the trigger at -1 re-runs every (path, s) pair from s with theta(s) +- h; at a
-    setting without barrier crossings (alpha 4, 6 epochs; the door's |lambda| smoothed over sqrt(0.01),
-    far wider than h) and h = 1e-4 its differences equal the
-    Jacobians' terms up to O(h^2): the solution matches the one whose trigger no pair reaches (the
-    same estimator of E[f lambda*]) to 1e-7. A re-run that dropped its own memory term or the batch
-    membership would move the overlap by about 1e-3."""
+    """``smoothing`` with the trigger at -1 re-runs every (path, s) pair from s with theta(s) +- h. At a
+    setting without barrier crossings (alpha 4, 6 epochs; the door's |lambda| smoothed over
+    sqrt(0.01), far wider than h) and h = 1e-4 its differences equal the Jacobians' terms up to
+    O(h^2): the solution matches the one whose trigger no pair reaches (the same estimator of
+    E[f lambda*]) to 1e-7. A re-run that dropped its own memory term (all three cases) or the batch
+    membership (P-SGD) fails it: both were tried."""
     pairs = []
     original = dmft._finite_differences
     monkeypatch.setattr(dmft, "_finite_differences", lambda *a: pairs.append(len(a[1])) or original(*a))
