@@ -141,7 +141,7 @@ def solve(model: str = "pr-quadratic", *, alpha: float, lr: float, epochs: int, 
           overlap0: float = 0.0, projection: bool = True, hidden: int = 1, loss_eps: float = 1e-8,
           K: float = DEFAULT_K, paths: int = 4096, seed: int = 0, sampler: str = "sobol",
           memory: int | None = None, memory_bytes: int | None = None, replicates: int = 1,
-          smoothing: float | None = None) -> xr.Dataset:
+          smoothing: float | None = None, refresh: int | None = None) -> xr.Dataset:
     """The p -> infinity dynamics of one optimizer at fixed ``alpha``, over ``epochs`` epochs.
 
     The optimizer keys mean what they mean in a study (SPEC 4-5); ``sgd`` draws Bernoulli
@@ -156,6 +156,11 @@ def solve(model: str = "pr-quadratic", *, alpha: float, lr: float, epochs: int, 
     instead of O(paths T^3); None keeps them all (exact). Cutting R_f's tail removes part of
     its drag, so a slow relaxation runs ahead (least squares at alpha 1, memory 200: 0.008
     ahead of the closed form after 400 epochs).
+    ``refresh`` (with ``memory``): solve the Jacobians' whole rows every ``refresh`` steps (from step
+    ``memory`` on), and between two such rows take R_f's entries beyond the window from the last
+    whole row t0, its tail stretched over ``s < t - memory`` (:func:`_stretched_tail`): the tail's drag
+    is kept, at most ``refresh`` steps old, at time O(paths (T memory^2 + T^3 / (6 refresh))) and 8
+    paths T bytes more.
     ``memory_bytes``: the memory the solution may take (default: what is available).
     ``replicates``: solve this many times with independent inputs (solver seeds ``seed``,
     ``seed + 1``, ...) and report their mean, with the standard error of the overlap over the
@@ -171,10 +176,10 @@ def solve(model: str = "pr-quadratic", *, alpha: float, lr: float, epochs: int, 
     Returns a Dataset over ``epoch``.
     """
     settings = _check(model, alpha, lr, epochs, algorithm, update, momentum, batch_fraction, tau, overlap0,
-                      projection, hidden, loss_eps, K, paths, seed, sampler, memory, replicates, smoothing)
+                      projection, hidden, loss_eps, K, paths, seed, sampler, memory, replicates, smoothing, refresh)
     per_epoch = steps_per_epoch(algorithm, batch_fraction)
     steps = epochs * per_epoch
-    needed = solution_bytes(paths, steps, memory, smoothing)
+    needed = solution_bytes(paths, steps, memory, smoothing, refresh)
     available = memory_bytes if memory_bytes is not None else available_bytes()
     if available is not None and needed > available:
         raise ValueError(f"paths, epochs: the DMFT needs about {needed / 2**30:.1f} GiB (paths x steps x 64 bytes, "
@@ -189,12 +194,14 @@ def solve(model: str = "pr-quadratic", *, alpha: float, lr: float, epochs: int, 
     return _dataset(settings, solutions, per_epoch)
 
 
-def solution_bytes(paths: int, steps: int, memory: int | None = None, smoothing: float | None = None) -> int:
+def solution_bytes(paths: int, steps: int, memory: int | None = None, smoothing: float | None = None,
+                   refresh: int | None = None) -> int:
     """Memory of a solution, float64 throughout: per path its inputs (3 steps), its histories of f,
     f', e and batch membership and its column of the Gram-Schmidt basis (5 steps), and one
-    Jacobian row over the window; with ``smoothing`` also its history of lambda and its Jacobian's
-    largest entries (float32), 12 bytes a step."""
-    return 8 * paths * (8 * steps + window(memory, steps) + 5) + (12 * paths * (steps + 1) if smoothing else 0)
+    Jacobian row over the window (over every step with ``refresh``); with ``smoothing`` also its
+    history of lambda and its Jacobian's largest entries (float32), 12 bytes a step."""
+    row = steps if refresh else window(memory, steps)
+    return 8 * paths * (8 * steps + row + 5) + (12 * paths * (steps + 1) if smoothing else 0)
 
 
 def steps_per_epoch(algorithm: str, batch_fraction: float) -> int:
@@ -205,10 +212,16 @@ def steps_per_epoch(algorithm: str, batch_fraction: float) -> int:
 
 
 def _check(model, alpha, lr, epochs, algorithm, update, momentum, batch_fraction, tau, overlap0, projection,
-           hidden, loss_eps, K, paths, seed, sampler, memory, replicates, smoothing) -> dict:
+           hidden, loss_eps, K, paths, seed, sampler, memory, replicates, smoothing, refresh) -> dict:
     """The settings, or a ValueError naming the first key the equations do not cover."""
     if memory is not None and (isinstance(memory, bool) or not isinstance(memory, (int, np.integer)) or memory < 1):
         raise ValueError(f"memory: must be an integer >= 1 (steps of R_f kept) or None, got {memory!r}")
+    if refresh is not None:
+        if isinstance(refresh, bool) or not isinstance(refresh, (int, np.integer)) or refresh < 1:
+            raise ValueError(f"refresh: must be an integer >= 1 (steps between whole Jacobian rows) or None, "
+                             f"got {refresh!r}")
+        if memory is None:
+            raise ValueError("refresh: needs a memory window (without memory every row is whole already)")
     if smoothing is not None and (isinstance(smoothing, bool) or not isinstance(smoothing, (int, float, np.number))
                                   or not math.isfinite(smoothing) or smoothing <= 0):
         raise ValueError(f"smoothing: must be a finite number > 0 (the finite differences' half-width) or None, "
@@ -259,6 +272,7 @@ def _check(model, alpha, lr, epochs, algorithm, update, momentum, batch_fraction
                 overlap0=float(overlap0), projection=bool(projection), loss_eps=float(loss_eps), K=float(K),
                 paths=int(paths), seed=int(seed), sampler=sampler, memory=None if memory is None else int(memory),
                 replicates=int(replicates), smoothing=None if smoothing is None else float(smoothing),
+                refresh=None if refresh is None else int(refresh),
                 codes=(act, evaluation, loss, float(loss_eps), k_hat, door))
 
 
@@ -453,7 +467,8 @@ def _forward(settings: dict, steps: int) -> dict:
     F = np.zeros((N, T))
     Fp = np.zeros((N, T))
     Fe = np.zeros((N, T if along_stein else 0))
-    X = np.zeros((N, W + 1))  # each path's row J(t, t - W..t) of the step at hand
+    refresh = settings["refresh"]
+    X = np.zeros((N, (T if refresh else W) + 1))  # each path's row J(t, t - W..t) (or whole) of the step at hand
     h = settings["smoothing"]
     Lam = np.zeros((N, T + 1 if h else 0))  # each path's lambda(t), for the finite differences
     grown = np.zeros((N, T + 1 if h else 0), np.float32)  # max over u <= t of |J(u, s)|
@@ -462,8 +477,10 @@ def _forward(settings: dict, steps: int) -> dict:
     for t in range(T + 1):
         xi_part = A[t, 2 : 2 + t] @ L[:t, :t] if t else np.zeros(0)  # theta's noise, on the white basis
         theta = A[t, 0] * lam_star + A[t, 1] * start_noise + math.sqrt(alpha) * (white[:, :t] @ xi_part)
-        losses, errors, largest = _sample_step(t, theta, A[t, 0], member, A, F, Fp, Fe, X, W, Lam, target, slopes,
-                                               act, evaluation, loss, eps, k_hat, door)
+        whole = refresh and t >= W and (t - W) % refresh == 0  # this step's Jacobian row reaches step 0
+        reach = t if whole else W
+        losses, errors, largest = _sample_step(t, theta, A[t, 0], member, A, F, Fp, Fe, X, reach, Lam, target,
+                                               slopes, act, evaluation, loss, eps, k_hat, door)
         q_t = A[t, :2] @ A[t, :2] + alpha * xi_part @ xi_part
         if not largest < DIVERGED * math.sqrt(max(q_t, 1.0)):  # a path ran away: nothing past here means anything
             _run_away(out, norms, t)
@@ -476,10 +493,13 @@ def _forward(settings: dict, steps: int) -> dict:
         # Sample-side kernels at step t.
         f = F[:, t]
         _grow_factor(L, Q, t, f / math.sqrt(N))
-        low = max(0, t - W)
+        low = max(0, t - reach)
         R_f[t, low : t + 1] = Fp[:, t] @ X[:, : t + 1 - low] / N
         if h:
             _smooth_row(t, low, h, R_f, X, Fp, F, Lam, grown, member, A, target, settings["codes"])
+        if refresh and low:
+            _stretched_tail(R_f, t, t - (t - W) % refresh, W)
+            low = 0
         # E[f lambda*]: along Stein's direction on each path where that is the better estimate (the two
         # terms of mu_f then cancel path by path), else the plain average of f lambda*.
         f_lam_star = Fe[:, t].mean() if along_stein else f @ lam_star / N
@@ -511,6 +531,16 @@ def _run_away(out: dict, norms: np.ndarray, step: int) -> None:
         values[step:] = np.nan
     norms[step:] = np.nan
     out["diverged_step"] = step
+
+
+def _stretched_tail(R_f: np.ndarray, t: int, t0: int, W: int) -> None:
+    """``R_f(t, s)`` beyond the window, ``s < t - W``, from the last whole row ``t0 < t``: its tail
+    ``R_f(t0, s')``, ``s' < t0 - W``, stretched linearly over ``s < t - W`` (``s' = s (t0 - W) / (t - W)``,
+    interpolated): the oldest entries are held, ``R_f(t, 0) = R_f(t0, 0)``, as where R_f depends on
+    s (the start's transient: GD + heavy-ball on pr-quadratic), and those at the window's edge keep
+    their lag, ``R_f(t, t - W) = R_f(t0, t0 - W)``, as where it depends on t - s (least squares)."""
+    low, edge = t - W, t0 - W
+    R_f[t, :low] = np.interp(np.arange(low) * (edge / low), np.arange(edge + 1), R_f[t0, : edge + 1])
 
 
 def window(memory: int | None, steps: int) -> int:

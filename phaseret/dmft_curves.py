@@ -5,7 +5,10 @@ as ``dmft_<name>_trajectory`` on the study's epoch grid.
 ``[dmft]`` keys: ``optimizers`` (labels of the study's optimizers; default every one the equations
 cover), ``epochs`` (the DMFT's horizon; default, and at most, each optimizer's budget: the
 solutions cost O(paths T^3)), ``paths`` (the sample side's paths, default 65,536), ``sampler``
-(``sobol`` or ``random``), ``memory`` (the Jacobians' window in steps; default all, exact) and
+(``sobol`` or ``random``), ``memory`` (the Jacobians' window in steps; default all, exact),
+``refresh`` (with ``memory``: whole Jacobian rows every this many steps, R_f's tail held from the
+last one; default none, the tail cut), ``smoothing`` (finite differences' half-width for the
+spiking Jacobians; default none) and
 ``replicates`` (independent solutions averaged, default 1; from 2 on the overlap carries the
 theory's own standard error, ``dmft_overlap_trajectory_stderr``, drawn as a band). The equations
 start from a fixed overlap (at p -> infinity a random start has 0), so
@@ -23,7 +26,10 @@ from . import dmft
 from .config import RunConfig
 from .sizes import available_bytes
 
-KEYS = ("optimizers", "epochs", "paths", "sampler", "memory", "replicates", "smoothing")
+KEYS = ("optimizers", "epochs", "paths", "sampler", "memory", "replicates", "smoothing", "refresh")
+#: Keys passed to the solver only where the table sets them: stored solutions solved before they
+#: existed keep matching their settings.
+OPTIONAL = ("smoothing", "refresh")
 #: The file of a results folder that holds its DMFT curves.
 FILE = "dmft.nc"
 
@@ -47,7 +53,7 @@ def uncovered(config: RunConfig) -> str | None:
 def check_table(table, configs: dict[str, RunConfig]) -> dict:
     """The ``[dmft]`` table against the study's optimizers (label -> a representative cell
     config); returns ``{"optimizers": labels, "epochs", "paths", "sampler", "memory", "replicates",
-    "smoothing"}``, or {} without it."""
+    "smoothing", "refresh"}``, or {} without it."""
     if table is None:
         return {}
     if not isinstance(table, dict):
@@ -87,8 +93,15 @@ def check_table(table, configs: dict[str, RunConfig]) -> dict:
                                   or not np.isfinite(smoothing) or smoothing <= 0):
         raise ValueError(f"dmft.smoothing: must be a number > 0 (the finite differences' half-width), "
                          f"got {smoothing!r}")
+    refresh = table.get("refresh")
+    if refresh is not None:
+        if isinstance(refresh, bool) or not isinstance(refresh, int) or refresh < 1:
+            raise ValueError(f"dmft.refresh: must be an integer >= 1 (steps between whole Jacobian rows), "
+                             f"got {refresh!r}")
+        if memory is None:
+            raise ValueError("dmft.refresh: needs dmft.memory (without a window every row is whole already)")
     return {"optimizers": tuple(labels), "epochs": epochs, "paths": paths, "sampler": sampler, "memory": memory,
-            "replicates": replicates, "smoothing": smoothing}
+            "replicates": replicates, "smoothing": smoothing, "refresh": refresh}
 
 
 def _settings(config: RunConfig) -> dict:
@@ -107,9 +120,8 @@ def solutions(study) -> list[tuple[str, float, dict]]:
         c = block.config
         if table and c.optimizer_label in table["optimizers"] and uncovered(c) is None:
             horizon = min(c.max_epochs, table["epochs"] or c.max_epochs)
-            # smoothing only where asked for: stored solutions without it keep matching their settings
-            smoothing = {"smoothing": table["smoothing"]} if table["smoothing"] is not None else {}
-            found.setdefault((c.optimizer_label, c.alpha), _settings(c) | smoothing | {
+            optional = {key: table[key] for key in OPTIONAL if table[key] is not None}
+            found.setdefault((c.optimizer_label, c.alpha), _settings(c) | optional | {
                 "epochs": horizon, **{key: table[key] for key in ("paths", "sampler", "memory", "replicates")}})
     return [(label, alpha, settings) for (label, alpha), settings in found.items()]
 
@@ -119,7 +131,8 @@ def check_memory(study) -> None:
     available = available_bytes()
     for label, alpha, settings in solutions(study):
         steps = settings["epochs"] * dmft.steps_per_epoch(settings["algorithm"], settings["batch_fraction"])
-        needed = dmft.solution_bytes(settings["paths"], steps, settings["memory"], settings.get("smoothing"))
+        needed = dmft.solution_bytes(settings["paths"], steps, settings["memory"], settings.get("smoothing"),
+                                     settings.get("refresh"))
         if available is not None and needed > available:
             raise ValueError(f"dmft.paths: the DMFT of {label} at alpha {alpha:g} needs about {needed / 2**30:.1f} GiB "
                              f"({settings['paths']} paths, {steps} steps) but {available / 2**30:.1f} GiB is available; "

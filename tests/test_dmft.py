@@ -380,6 +380,8 @@ def test_finite_differences_on_every_pair_match_the_derivatives_where_the_maps_a
         ({"memory": 0}, "memory"),
         ({"smoothing": 0.0}, "smoothing"),
         ({"smoothing": float("nan")}, "smoothing"),
+        ({"memory": 10, "refresh": 0}, "refresh"),
+        ({"refresh": 5}, "refresh"),
     ],
 )
 def test_settings_the_equations_do_not_cover_are_refused_before_any_work(change, key):

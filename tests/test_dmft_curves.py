@@ -1,5 +1,7 @@
 """DMFT curves in a study (:mod:`phaseret.dmft_curves`): the [dmft] table, dmft.nc, the figure."""
 
+import json
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -30,6 +32,8 @@ STUDY = {"name": "dm", "model": "pr-quadratic", "p": 256, "alpha": [3.0, 5.0], "
         ({"dmft": {"replicates": 1.5}}, r"^dmft\.replicates: "),
         ({"dmft": {"smoothing": 0}}, r"^dmft\.smoothing: "),
         ({"dmft": {"smoothing": "wide"}}, r"^dmft\.smoothing: "),
+        ({"dmft": {"memory": 10, "refresh": 0}}, r"^dmft\.refresh: "),
+        ({"dmft": {"refresh": 5}}, r"^dmft\.refresh: needs dmft\.memory"),
         ({"hidden": 2, "dmft": {"optimizers": ["gd"]}}, r"^dmft\.optimizers: .*hidden = 2"),
         ({"dmft": None}, r"^plot\.figures: the dmft figure draws"),
     ],
@@ -114,6 +118,12 @@ def test_a_rerun_reuses_the_stored_solutions_and_solves_only_new_ones(tmp_path, 
     assert widths == [0.05] * 6
     run_study(build_study(smoothed), tmp_path, progress=False)
     assert widths == [0.05] * 6
+    # So does refresh (with a window), and only a table that sets it passes it to the solver.
+    refreshed = smoothed | {"dmft": smoothed["dmft"] | {"memory": 3, "refresh": 2}}
+    run_study(build_study(refreshed), tmp_path, progress=False)
+    assert widths == [0.05] * 12
+    assert all(settings["refresh"] == 2 for _, _, settings in json.loads(xr.load_dataset(tmp_path / "dmft.nc")
+                                                                         .attrs["solutions"]))
 
 
 def test_an_overlap_start_has_that_overlap_on_every_unit_and_its_key_is_checked():
