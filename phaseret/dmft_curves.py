@@ -139,11 +139,12 @@ def check_memory(study) -> None:
                              "lower dmft.paths or max_epochs")
 
 
-def curves(study, stored: xr.Dataset | None = None, between=None) -> xr.Dataset:
+def curves(study, stored: xr.Dataset | None = None, between=None, save=None) -> xr.Dataset:
     """The DMFT of every (optimizer, alpha) of ``[dmft]`` over ``optimizer, alpha, epoch`` on the
     study's grid (NaN past an optimizer's budget). ``stored``: a previous ``dmft.nc``; its
     solutions of the same settings and solver revision (``dmft.REVISION``) are reused, not solved
-    again. ``between()`` is called before each solution (a run's stop check)."""
+    again. ``between()`` is called before each solution (a run's stop check); ``save(ds)`` after
+    each, with the solutions so far (those not yet solved NaN and not listed as done)."""
     grid = study.grid
     current = stored is not None and stored.attrs.get("revision") == dmft.REVISION  # else solved by an older solver
     done = json.loads(stored.attrs.get("solutions", "[]")) if current else []
@@ -151,6 +152,7 @@ def curves(study, stored: xr.Dataset | None = None, between=None) -> xr.Dataset:
     labels = list(dict.fromkeys(label for label, _, _ in wanted))
     alphas = sorted({alpha for _, alpha, _ in wanted})
     values = {name: np.full((len(labels), len(alphas), len(grid)), np.nan) for name in dmft.TRAJECTORIES}
+    finished = []
     for label, alpha, settings in wanted:
         index = (labels.index(label), alphas.index(alpha))
         entry = [label, alpha, settings]
@@ -158,20 +160,33 @@ def curves(study, stored: xr.Dataset | None = None, between=None) -> xr.Dataset:
             old = stored.sel(optimizer=label, alpha=alpha)
             for name in values:
                 values[name][index] = old[name].values
+            finished.append(entry)
+    for label, alpha, settings in wanted:
+        entry = [label, alpha, settings]
+        if entry in finished:
             continue
         if between is not None:
             between()
         ds = dmft.solve(**settings)
+        index = (labels.index(label), alphas.index(alpha))
         on_grid = np.isin(grid, ds.epoch.values)
         for name in values:
             values[name][index][on_grid] = ds[name].sel(epoch=grid[on_grid]).values
+        finished.append(entry)
+        if save is not None and len(finished) < len(wanted):
+            save(_dataset(study, labels, alphas, values, finished))
+    return _dataset(study, labels, alphas, values, finished)
+
+
+def _dataset(study, labels: list, alphas: list, values: dict, finished: list) -> xr.Dataset:
+    """The curves ``values`` (name -> optimizer x alpha x epoch) as the ``dmft.nc`` Dataset, with the
+    ``finished`` solutions' settings in its ``solutions`` attribute."""
     data = {name: (("optimizer", "alpha", "epoch"), array, dmft.TRAJECTORIES[name]) for name, array in values.items()}
     coords = {"optimizer": ("optimizer", labels, {"long_name": "optimizer"}),
               "alpha": ("alpha", alphas, {"long_name": "sample ratio alpha = n/p", "units": "1"}),
-              "epoch": ("epoch", grid, {"long_name": "epoch", "units": "1"})}
+              "epoch": ("epoch", study.grid, {"long_name": "epoch", "units": "1"})}
     attrs = {"title": f"DMFT (p -> infinity) of study {study.name}", "Conventions": "CF-1.8",
-             "solutions": json.dumps([[label, alpha, settings] for label, alpha, settings in wanted]),
-             "revision": dmft.REVISION,
+             "solutions": json.dumps(finished), "revision": dmft.REVISION,
              "references": "Gerbelot et al. 2022 (arXiv 2210.06591); Mignacco et al. 2020, 2021"}
     return xr.Dataset(data, coords=coords, attrs=attrs)
 

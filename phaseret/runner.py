@@ -251,7 +251,8 @@ def run_study(
 
 def _write_dmft(study: Study, out_dir: Path, interrupt) -> None:
     """Solve the study's ``[dmft]`` curves into ``out_dir/dmft.nc``, reusing the solutions already
-    stored there with the same settings (a stop between solutions keeps the file as it was)."""
+    stored there with the same settings. The file is written after each solution, so a stop
+    keeps every solution finished before it, and a rerun solves only the rest."""
     path = out_dir / dmft_curves.FILE
     stored = None
     if path.exists():
@@ -260,7 +261,8 @@ def _write_dmft(study: Study, out_dir: Path, interrupt) -> None:
         except Exception:  # truncated or unreadable: solve everything again
             stored = None
     log.info("%s: DMFT curves of %s", study.name, ", ".join(study.dmft["optimizers"]))
-    results.write_dataset(dmft_curves.curves(study, stored, interrupt), path)
+    save = functools.partial(results.write_dataset, path=path)
+    results.write_dataset(dmft_curves.curves(study, stored, interrupt, save), path)
 
 
 def cell_states(study: Study, out_dir: Path) -> dict[str, list[str]]:

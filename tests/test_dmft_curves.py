@@ -126,6 +126,34 @@ def test_a_rerun_reuses_the_stored_solutions_and_solves_only_new_ones(tmp_path, 
                                                                          .attrs["solutions"]))
 
 
+def test_a_run_stopped_during_the_dmft_keeps_the_solutions_finished_before(tmp_path, monkeypatch):
+    """The file is written after each solution: a stop in the third of four keeps the first two,
+    and the rerun solves only the other two."""
+    original = dmft.solve
+    solved = []
+
+    def stopped_in_the_third(**keys):
+        if len(solved) == 2:
+            raise KeyboardInterrupt
+        solved.append((keys["algorithm"], keys["alpha"]))
+        return original(**keys)
+
+    monkeypatch.setattr(dmft, "solve", stopped_in_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(build_study(STUDY), tmp_path, progress=False)
+    kept = xr.load_dataset(tmp_path / "dmft.nc")
+    assert [(entry[2]["algorithm"], entry[1]) for entry in json.loads(kept.attrs["solutions"])] == solved
+    assert np.isfinite(kept.overlap_trajectory.sel(optimizer="gd").isel(epoch=slice(0, 5))).all()
+    assert np.isnan(kept.overlap_trajectory.sel(optimizer="p-sgd+heavy-ball")).all()
+    rerun = []
+    monkeypatch.setattr(dmft, "solve", lambda **keys: rerun.append((keys["algorithm"], keys["alpha"])) or original(**keys))
+    run_study(build_study(STUDY), tmp_path, progress=False)
+    assert rerun == [("p-sgd", 3.0), ("p-sgd", 5.0)]
+    final = xr.load_dataset(tmp_path / "dmft.nc")
+    xr.testing.assert_equal(final.sel(optimizer="gd").overlap_trajectory, kept.sel(optimizer="gd").overlap_trajectory)
+    assert len(json.loads(final.attrs["solutions"])) == 4
+
+
 def test_an_overlap_start_has_that_overlap_on_every_unit_and_its_key_is_checked():
     from phaseret.config import validate
     from phaseret.data import make_dataset
