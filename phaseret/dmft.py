@@ -56,7 +56,9 @@ rounded to float32.
 With ``memory = M`` the rows stop M steps back (``R_f(t, s) = 0`` for ``t - s > M``; the
 entries kept are exact, and the teacher's component of the gradient, ``alpha E[f lambda*]``,
 stays exact): time O(paths T M^2). It is an approximation (R_f's memory is long: see the
-README for measured effects); check it by solving again with a longer window.
+README for measured effects); check it by solving again with a longer window. ``refresh = k``
+keeps the tail instead: every k-th step solves the rows whole, and the steps in between stretch
+that row's tail (:func:`_stretched_tail`), at time O(paths (T M^2 + T^3 / (6 k))).
 """
 
 from __future__ import annotations
