@@ -6,7 +6,7 @@ as ``dmft_<name>_trajectory`` on the study's epoch grid.
 cover), ``epochs`` (the DMFT's horizon; default, and at most, each optimizer's budget: the
 solutions cost O(paths T^3)), ``paths`` (the sample side's paths, default 65,536), ``sampler``
 (``sobol`` or ``random``), ``memory`` (the Jacobians' window in steps; default all, exact),
-``refresh`` (with ``memory``: whole Jacobian rows every this many steps, R_f's tail held from the
+``refresh`` (with ``memory``: whole Jacobian rows every this many steps, R_f's tail stretched from the
 last one; default none, the tail cut), ``smoothing`` (finite differences' half-width for the
 spiking Jacobians; default none) and
 ``replicates`` (independent solutions averaged, default 1; from 2 on the overlap carries the
