@@ -27,6 +27,9 @@ SETTINGS = {
         alpha=4.0, lr=0.01, epochs=100, paths=16384, algorithm="p-sgd", update="heavy-ball"),
     "P-SGD + heavy-ball, alpha 2.5, lr 0.01, 16,384 paths, 200 epochs, memory 200": dict(
         alpha=2.5, lr=0.01, epochs=200, paths=16384, algorithm="p-sgd", update="heavy-ball", memory=200),
+    "P-SGD + heavy-ball, alpha 2.5, lr 0.01, 4,096 paths, 1,000 epochs, memory 200, refresh 20, smoothing 0.05": dict(
+        alpha=2.5, lr=0.01, epochs=1000, paths=4096, algorithm="p-sgd", update="heavy-ball", memory=200, refresh=20,
+        smoothing=0.05),
 }
 CHILD = """
 import json, sys, time
@@ -61,7 +64,8 @@ def main() -> None:
                            check=True)
             trees[args.against] = other
         try:
-            print(f"{'setting':<78} " + " ".join(f"{name + ' s':>16} {'diverged':>8}" for name in trees)
+            width = max(map(len, SETTINGS))
+            print(f"{'setting':<{width}} " + " ".join(f"{name + ' s':>16} {'diverged':>8}" for name in trees)
                   + ("   ratio" if args.against else ""))
             for label, keys in SETTINGS.items():
                 times = {name: [] for name in trees}
@@ -70,7 +74,7 @@ def main() -> None:
                     for name, tree in trees.items():
                         seconds, diverged[name] = solve_time(tree, keys)
                         times[name].append(seconds)
-                row = f"{label:<78} " + " ".join(f"{statistics.median(times[n]):16.1f} {diverged[n]:8d}" for n in trees)
+                row = f"{label:<{width}} " + " ".join(f"{statistics.median(times[n]):16.1f} {diverged[n]:8d}" for n in trees)
                 if args.against:
                     ratios = [b / a for a, b in zip(times["this checkout"], times[args.against])]
                     row += f"   {statistics.median(ratios):5.2f} ({min(ratios):.2f}-{max(ratios):.2f})"

@@ -52,7 +52,8 @@ cache) plus O(paths T^2) for the memory terms, ``e`` and the Gram matrix of f; m
 paths T bytes (:func:`solution_bytes`, float64 throughout), checked before any work. No path
 stores its Jacobian: until revision 5 each kept its lower triangle (2 paths T^2 bytes in float32)
 and every step streamed it from memory: 1.8-3.8 times slower (``benchmarks/dmft.py``), and
-rounded to float32.
+rounded to float32. The kernels take paths (and smoothed pairs) in groups, whose sums run side by
+side and which read each row of A once (:data:`GROUP`): a whole row's A does not stay in cache.
 With ``memory = M`` the rows stop M steps back (``R_f(t, s) = 0`` for ``t - s > M``; the
 entries kept are exact, and the teacher's component of the gradient, ``alpha E[f lambda*]``,
 stays exact): time O(paths T M^2). It is an approximation (R_f's memory is long: see the
@@ -68,7 +69,7 @@ import warnings
 
 import numpy as np
 import xarray as xr
-from numba import njit, prange
+from numba import njit, parallel_chunksize, prange
 from scipy import special
 from scipy.stats import qmc
 from threadpoolctl import threadpool_limits
@@ -114,6 +115,12 @@ RUNAWAY_RESCALING = 1.5
 #: pathwise mean is biased there, by an amount that shrinks only logarithmically with the paths
 #: (see the README, Theory). Over +-h the difference takes in every path within h of the top.
 SMOOTHING_TRIGGER = 0.1
+#: Paths that the Jacobian rows' kernel takes together, so that each row of the weight process's
+#: coefficients A is read once for all of them: a whole row (``refresh``, exact memory) reads A's
+#: lower triangle, 32 MB at 2,000 steps.
+GROUP = 16
+#: Finite-difference pairs that run side by side: one pair's sums wait on each addition.
+PAIR_GROUP = 64
 #: The solution's variables over ``epoch``, with their CF attributes (SPEC 8's trajectory names).
 TRAJECTORIES = {
     "overlap_trajectory": {"units": "1", "long_name": "overlap |m| / sqrt(q) with the teacher (DMFT, p -> infinity)"},
@@ -350,8 +357,8 @@ def _sample_step(t, theta, m_t, member, A, F, Fp, Fe, X, W, Lam, target, target_
     (``X`` paths x (W + 1); every intermediate time of ``J(t, s)`` lies in ``[s, t]``, so the window
     drops only the older entries). The row solves ``x^T (I - K) = e_t^T`` backward in time:
     ``x(t) = 1``, ``x(u) = f'(u) sum_{u<v<=t} x(v) R_w(v, u)``, pushing each finished ``x(v)`` along
-    row ``v`` of ``A``, which every path shares (the window of A stays in cache: no per-path history
-    of J is stored or read). With a smooth target (``target_slope`` = dt/dlambda*, the square loss)
+    row ``v`` of ``A``, which every path shares: the paths go in groups of :data:`GROUP`, which read
+    each row once (no per-path history of J is stored or read; a whole row's A does not stay in cache). With a smooth target (``target_slope`` = dt/dlambda*, the square loss)
     also the derivative along Stein's direction, ``e(t) = m(t) + sum_{u<t} R_w(t,u) fe(u)``, ``fe(t) =
     f'(t) e(t) - s(t) g'(lambda(t)) target_slope`` into ``Fe``: the change of ``f(t)`` when ``lambda*``
     moves by one and every ``theta(s)`` by ``m(s)``, whose mean is ``E[f(t) lambda*]`` (Stein's
@@ -362,75 +369,117 @@ def _sample_step(t, theta, m_t, member, A, F, Fp, Fe, X, W, Lam, target, target_
     errors = np.empty(paths)
     sizes = np.empty(paths)
     low = max(0, t - W)
-    for i in prange(paths):
-        lam = theta[i]
+    for b in prange((paths + GROUP - 1) // GROUP):
+        first, last = b * GROUP, min(paths, (b + 1) * GROUP)
+        lams = theta[first:last].copy()  # the group's sums side by side: one path's sum waits on each addition
+        lams_e = np.full(last - first, m_t)
         for u in range(t):
-            lam += A[t, 2 + u] * F[i, u]
-        if Lam.shape[1]:
-            Lam[i, t] = lam
-        g, g1, g2 = derivative.activation(act, lam, eps)
-        l, l1, l2 = derivative.loss_terms(loss, g - k_hat, target[i])
-        losses[i] = l
-        sizes[i] = abs(lam)
-        s_eval = g - k_hat if evaluation == act else derivative.activation(evaluation, lam, eps)[0] - k_hat
-        errors[i] = derivative.error_term(door, s_eval, target[i])
-        if t < F.shape[1]:
-            F[i, t] = member[i, t] * l1 * g1
-            Fp[i, t] = member[i, t] * (l2 * g1 * g1 + l1 * g2)
+            a = A[t, 2 + u]
+            for i in range(first, last):
+                lams[i - first] += a * F[i, u]
             if Fe.shape[1]:
-                lam_e = m_t
-                for u in range(t):
-                    lam_e += A[t, 2 + u] * Fe[i, u]
-                Fe[i, t] = Fp[i, t] * lam_e - member[i, t] * l2 * g1 * target_slope[i]
-            x = X[i]
-            for u in range(t - low):
-                x[u] = 0.0
-            x[t - low] = 1.0
+                for i in range(first, last):
+                    lams_e[i - first] += a * Fe[i, u]
+        for i in range(first, last):
+            lam = lams[i - first]
+            if Lam.shape[1]:
+                Lam[i, t] = lam
+            g, g1, g2 = derivative.activation(act, lam, eps)
+            l, l1, l2 = derivative.loss_terms(loss, g - k_hat, target[i])
+            losses[i] = l
+            sizes[i] = abs(lam)
+            s_eval = g - k_hat if evaluation == act else derivative.activation(evaluation, lam, eps)[0] - k_hat
+            errors[i] = derivative.error_term(door, s_eval, target[i])
+            if t < F.shape[1]:
+                F[i, t] = member[i, t] * l1 * g1
+                Fp[i, t] = member[i, t] * (l2 * g1 * g1 + l1 * g2)
+                if Fe.shape[1]:
+                    Fe[i, t] = Fp[i, t] * lams_e[i - first] - member[i, t] * l2 * g1 * target_slope[i]
+                X[i, : t - low] = 0.0
+                X[i, t - low] = 1.0
+        if t < F.shape[1]:
             for v in range(t, low - 1, -1):  # x(v) is final once every later step has pushed into it
                 k = v - low
-                xv = x[k] if v == t else Fp[i, v] * x[k]
-                x[k] = xv
-                if xv != 0.0:
-                    row = A[v, 2 + low : 2 + v]  # R_w(v, low..v-1)
-                    for j in range(k):
-                        x[j] += xv * row[j]
+                row = A[v, 2 + low : 2 + v]  # R_w(v, low..v-1), read once for the group's paths
+                for i in range(first, last):
+                    x = X[i]
+                    xv = x[k] if v == t else Fp[i, v] * x[k]
+                    x[k] = xv
+                    if xv != 0.0:
+                        for j in range(k):
+                            x[j] += xv * row[j]
     return losses, errors, sizes.max()
 
 
 @njit(cache=True, parallel=True)
-def _finite_differences(t, paths, starts, h, Lam, F, member, A, target, act, loss, eps, k_hat):
+def _finite_differences(t, paths, starts, order, h, Lam, F, member, A, target, act, loss, eps, k_hat):
     """``(f(t; theta(s) + h) - f(t; theta(s) - h)) / 2h`` of each pair ``(paths[k], starts[k])``, every
     other ``theta(u)`` held: the path's process re-run from ``s``, ``lambda(u) = Lam[i, u] + d(u)``,
-    ``d(u) = +-h [u = s] + sum_{s<=v<u} R_w(u, v) (f+-(v) - f(v))`` (f of the path's own run in ``F``)."""
+    ``d(u) = +-h [u = s] + sum_{s<=v<u} R_w(u, v) (f+-(v) - f(v))`` (f of the path's own run in ``F``).
+    The pairs go in groups of :data:`PAIR_GROUP` consecutive in ``order`` (by start), whose sums run side by
+    side (the sums of one pair alone wait on each addition) and read each row of A once; a pair adds
+    exact zeros before its start, so each sum is the pair's own, term by term."""
     out = np.empty(len(paths))
-    for k in prange(len(paths)):
-        i, s = paths[k], starts[k]
-        change = np.empty(t - s + 1)  # f+-(v) - f(v), v = s..t
-        value = 0.0
+    for b in prange((len(paths) + PAIR_GROUP - 1) // PAIR_GROUP):
+        group = order[b * PAIR_GROUP : (b + 1) * PAIR_GROUP]
+        size, first = len(group), starts[group[0]]
+        change = np.zeros((t - first + 1, size))  # f+-(v) - f(v) of each pair at v = first..t; 0 before its s
+        d = np.empty(size)
+        value = np.zeros(size)
         for sign in (1.0, -1.0):
-            for u in range(s, t + 1):
-                d = sign * h if u == s else 0.0
-                for v in range(s, u):
-                    d += A[u, 2 + v] * change[v - s]
-                g, g1, _ = derivative.activation(act, Lam[i, u] + d, eps)
-                l1 = derivative.loss_terms(loss, g - k_hat, target[i])[1]
-                change[u - s] = member[i, u] * l1 * g1 - F[i, u]
-            value += sign * change[t - s]
-        out[k] = value / (2 * h)
+            for u in range(first, t + 1):
+                for g in range(size):
+                    d[g] = sign * h if u == starts[group[g]] else 0.0
+                for v in range(first, u):  # the group's sums side by side (each in its own order, from its s)
+                    a = A[u, 2 + v]
+                    for g in range(size):
+                        d[g] += a * change[v - first, g]
+                for g in range(size):
+                    i, s = paths[group[g]], starts[group[g]]
+                    if u >= s:
+                        a, a1, _ = derivative.activation(act, Lam[i, u] + d[g], eps)
+                        l1 = derivative.loss_terms(loss, a - k_hat, target[i])[1]
+                        change[u - first, g] = member[i, u] * l1 * a1 - F[i, u]
+            for g in range(size):
+                value[g] += sign * change[t - first, g]
+        for g in range(size):
+            out[group[g]] = value[g] / (2 * h)
     return out
+
+
+@njit(cache=True, parallel=True)
+def _grown_pairs(grown, X, low, t, h, trigger):
+    """``grown[i, s] = max(grown[i, s], |X[i, s - low]|)`` for ``low <= s <= t`` (float32, as stored),
+    and the pairs ``(i, s)``, ``s < t``, with ``grown * h > trigger`` (in float32), path by path."""
+    h32, trigger32 = np.float32(h), np.float32(trigger)
+    counts = np.zeros(grown.shape[0], np.int64)
+    for i in prange(grown.shape[0]):
+        for s in range(low, t + 1):
+            grown[i, s] = max(np.float64(grown[i, s]), abs(X[i, s - low]))
+            if s < t and grown[i, s] * h32 > trigger32:
+                counts[i] += 1
+    ends = np.cumsum(counts)
+    paths, starts = np.empty(ends[-1], np.int64), np.empty(ends[-1], np.int64)
+    for i in prange(grown.shape[0]):
+        k = ends[i] - counts[i]
+        for s in range(low, t):
+            if grown[i, s] * h32 > trigger32:
+                paths[k], starts[k] = i, s
+                k += 1
+    return paths, starts
 
 
 def _smooth_row(t, low, h, R_f, X, Fp, F, Lam, grown, member, A, target, codes) -> None:
     """Row ``t`` of ``R_f``: each (path, s) pair whose Jacobian has grown past ``SMOOTHING_TRIGGER / h``
     since s (``grown``: paths x steps, max over u <= t of ``|J(u, s)|``) trades its term
     ``f'(t) J(t, s) / paths`` for its finite difference of half-width ``h``."""
-    grown[:, low : t + 1] = np.maximum(grown[:, low : t + 1], np.abs(X[:, : t + 1 - low]))
-    paths, starts = np.nonzero(grown[:, low:t] * h > SMOOTHING_TRIGGER)
+    paths, starts = _grown_pairs(grown, X, low, t, h, SMOOTHING_TRIGGER)
     if not len(paths):
         return
-    starts += low
     act, _, loss, eps, k_hat, _ = codes
-    smoothed = _finite_differences(t, paths, starts, h, Lam, F, member, A, target, act, loss, eps, k_hat)
+    order = np.argsort(starts, kind="stable")
+    with parallel_chunksize(1):  # one group at a time to each thread: the early starts' groups take longest
+        smoothed = _finite_differences(t, paths, starts, order, h, Lam, F, member, A, target, act, loss, eps, k_hat)
     np.add.at(R_f[t], starts, (smoothed - Fp[paths, t] * X[paths, starts - low]) / len(F))
 
 

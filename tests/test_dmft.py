@@ -6,6 +6,7 @@ import pytest
 from phaseret import dmft
 from phaseret.config import validate
 from phaseret.data import n_samples
+from phaseret.kernels import derivative
 from phaseret.models import Model
 from phaseret.runs import run_replicas
 
@@ -322,8 +323,9 @@ def test_each_path_s_jacobian_row_is_the_inverse_of_its_linear_response_within_t
     """``_sample_step``'s Jacobian rows against their NumPy meaning, ``J = (I - K)^-1`` per path
     with ``K(t, u) = R_w(t, u) f'(u)`` for ``u < t``: all of row t with the whole memory, and its
     last W + 1 entries, exactly the same, with a window of W steps (the window drops only the
-    older entries); half the paths outside the batch at each step, as in P-SGD."""
-    paths, T, W = 8, 7, 3
+    older entries); half the paths outside the batch at each step, as in P-SGD; the paths in more
+    than one group of the kernel (:data:`phaseret.dmft.GROUP`), the last one short."""
+    paths, T, W = 2 * dmft.GROUP + 3, 7, 3
     rng = np.random.default_rng(6)
     A = np.zeros((T, T + 2))
     A[:, 2:] = np.tril(rng.standard_normal((T, T)) * 0.05, -1)  # R_w(t, u) = A[t, 2 + u]
@@ -346,6 +348,43 @@ def test_each_path_s_jacobian_row_is_the_inverse_of_its_linear_response_within_t
         for t in range(T):
             np.testing.assert_allclose(rows[T][t][i], expected[i][t, : t + 1], rtol=1e-12, atol=1e-14)
             np.testing.assert_array_equal(rows[W][t][i], rows[T][t][i][max(0, t - W) :])
+
+
+def test_each_pair_s_finite_difference_is_its_own_re_run_whatever_pairs_run_beside_it():
+    """``_finite_differences`` against its meaning, a pair's process re-run from s in plain Python:
+    ``lambda(u) = Lam(u) + d(u)``, ``d(u) = +-h [u = s] + sum_{s<=v<u} R_w(u, v) (f+-(v) - f(v))``.
+    The kernel runs groups of :data:`phaseret.dmft.PAIR_GROUP` pairs side by side, each padded with
+    zeros before its start: every pair must come out as when it runs alone, bit for bit, with
+    starts spread over the whole history and groups that mix them."""
+    paths, T, h = 5, 12, 0.05
+    rng = np.random.default_rng(7)
+    A = np.zeros((T + 1, T + 2))
+    A[:, 2:] = np.tril(rng.standard_normal((T + 1, T)) * 0.3, -1)
+    act, _, loss, eps, k_hat, _ = Model("pr-quadratic").kernel_codes
+    Lam, F = rng.standard_normal((paths, T + 1)), rng.standard_normal((paths, T + 1))
+    member, target = (rng.random((paths, T + 1)) < 0.5).astype(float), rng.standard_normal(paths) ** 2
+    pair_paths = rng.integers(0, paths, 2 * dmft.PAIR_GROUP + 5)
+    starts = rng.integers(0, T, len(pair_paths))
+    together = dmft._finite_differences(T, pair_paths, starts, np.argsort(starts, kind="stable"), h, Lam, F, member,
+                                        A, target, act, loss, eps, k_hat)
+
+    def f(i, u, lam):
+        a, a1, _ = derivative.activation(act, lam, eps)
+        return member[i, u] * derivative.loss_terms(loss, a - k_hat, target[i])[1] * a1
+
+    for k, (i, s) in enumerate(zip(pair_paths, starts)):
+        ends = []
+        for sign in (1.0, -1.0):
+            change = {}
+            for u in range(s, T + 1):
+                d = sign * h * (u == s) + sum(A[u, 2 + v] * change[v] for v in range(s, u))
+                change[u] = f(i, u, Lam[i, u] + d) - F[i, u]
+            ends.append(change[T])
+        np.testing.assert_allclose(together[k], (ends[0] - ends[1]) / (2 * h), rtol=1e-12, atol=1e-12)
+        alone = dmft._finite_differences(T, pair_paths[k : k + 1], starts[k : k + 1], np.zeros(1, np.int64), h, Lam,
+                                         F, member, A, target, act, loss, eps, k_hat)
+        assert alone[0] == together[k]
+    assert np.abs(together).max() > 0.1  # re-runs that respond
 
 
 def test_a_runaway_path_stops_the_solution_with_nan_and_its_epoch():
