@@ -220,23 +220,39 @@ def steps_per_epoch(algorithm: str, batch_fraction: float) -> int:
     return math.ceil(1 / batch_fraction) if algorithm == "p-sgd" else max(1, round(1 / batch_fraction))
 
 
+def check_numerics(field: str, paths, sampler, memory, replicates, smoothing, refresh) -> None:
+    """Refuse, naming ``field + key``, a numerical setting of the solver that means nothing: ``paths``
+    and ``replicates`` integers >= 2 and >= 1, ``sampler`` one of :data:`SAMPLERS`, ``memory`` and
+    ``refresh`` None or integers >= 1 (``refresh`` only with ``memory``), ``smoothing`` None or a
+    finite number > 0. ``field``: ``""`` for :func:`solve`'s arguments, ``"dmft."`` for a study's table."""
+    def whole(value, low):
+        return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= low
+
+    if not whole(paths, 2):
+        raise ValueError(f"{field}paths: must be an integer >= 2, got {paths!r}")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"{field}sampler: one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    if memory is not None and not whole(memory, 1):
+        raise ValueError(f"{field}memory: must be an integer >= 1 (steps of R_f kept) or absent, got {memory!r}")
+    if not whole(replicates, 1):
+        raise ValueError(f"{field}replicates: must be an integer >= 1 (independent solutions averaged), "
+                         f"got {replicates!r}")
+    if smoothing is not None and (isinstance(smoothing, bool) or not isinstance(smoothing, (int, float, np.number))
+                                  or not math.isfinite(smoothing) or smoothing <= 0):
+        raise ValueError(f"{field}smoothing: must be a finite number > 0 (the finite differences' half-width) "
+                         f"or absent, got {smoothing!r}")
+    if refresh is not None:
+        if not whole(refresh, 1):
+            raise ValueError(f"{field}refresh: must be an integer >= 1 (steps between whole Jacobian rows) "
+                             f"or absent, got {refresh!r}")
+        if memory is None:
+            raise ValueError(f"{field}refresh: needs {field}memory (without a window every row is whole already)")
+
+
 def _check(model, alpha, lr, epochs, algorithm, update, momentum, batch_fraction, tau, overlap0, projection,
            hidden, loss_eps, K, paths, seed, sampler, memory, replicates, smoothing, refresh) -> dict:
     """The settings, or a ValueError naming the first key the equations do not cover."""
-    if memory is not None and (isinstance(memory, bool) or not isinstance(memory, (int, np.integer)) or memory < 1):
-        raise ValueError(f"memory: must be an integer >= 1 (steps of R_f kept) or None, got {memory!r}")
-    if refresh is not None:
-        if isinstance(refresh, bool) or not isinstance(refresh, (int, np.integer)) or refresh < 1:
-            raise ValueError(f"refresh: must be an integer >= 1 (steps between whole Jacobian rows) or None, "
-                             f"got {refresh!r}")
-        if memory is None:
-            raise ValueError("refresh: needs a memory window (without memory every row is whole already)")
-    if smoothing is not None and (isinstance(smoothing, bool) or not isinstance(smoothing, (int, float, np.number))
-                                  or not math.isfinite(smoothing) or smoothing <= 0):
-        raise ValueError(f"smoothing: must be a finite number > 0 (the finite differences' half-width) or None, "
-                         f"got {smoothing!r}")
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler: one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    check_numerics("", paths, sampler, memory, replicates, smoothing, refresh)
     if model != LINEAR and model not in MODELS:
         raise ValueError(f"model: unknown model {model!r}; the DMFT covers {', '.join(MODELS)} and {LINEAR!r}")
     if hidden != 1:
@@ -251,7 +267,7 @@ def _check(model, alpha, lr, epochs, algorithm, update, momentum, batch_fraction
     for key, value, low in (("alpha", alpha, 0.0), ("lr", lr, 0.0), ("loss_eps", loss_eps, 0.0), ("K", K, 0.0)):
         if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value) or value <= low:
             raise ValueError(f"{key}: must be a finite number > {low:g}, got {value!r}")
-    for key, value, low in (("epochs", epochs, 1), ("paths", paths, 2), ("seed", seed, 0), ("replicates", replicates, 1)):
+    for key, value, low in (("epochs", epochs, 1), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"{key}: must be an integer >= {low}, got {value!r}")
     if not 0.0 <= momentum < 1.0:

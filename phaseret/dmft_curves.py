@@ -73,33 +73,13 @@ def check_table(table, configs: dict[str, RunConfig]) -> dict:
         reason = uncovered(configs[label])
         if reason:
             raise ValueError(f"dmft.optimizers: the DMFT does not cover {label!r}: {reason}")
-    paths = table.get("paths", 65_536)
-    if isinstance(paths, bool) or not isinstance(paths, int) or paths < 2:
-        raise ValueError(f"dmft.paths: must be an integer >= 2, got {paths!r}")
-    sampler = table.get("sampler", "sobol")
-    if sampler not in dmft.SAMPLERS:
-        raise ValueError(f"dmft.sampler: one of {', '.join(dmft.SAMPLERS)}, got {sampler!r}")
+    paths, sampler = table.get("paths", 65_536), table.get("sampler", "sobol")
+    memory, replicates = table.get("memory"), table.get("replicates", 1)
+    smoothing, refresh = table.get("smoothing"), table.get("refresh")
+    dmft.check_numerics("dmft.", paths, sampler, memory, replicates, smoothing, refresh)
     epochs = table.get("epochs")
     if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
         raise ValueError(f"dmft.epochs: must be an integer >= 1 (the DMFT's horizon), got {epochs!r}")
-    memory = table.get("memory")
-    if memory is not None and (isinstance(memory, bool) or not isinstance(memory, int) or memory < 1):
-        raise ValueError(f"dmft.memory: must be an integer >= 1 (steps of the Jacobians kept), got {memory!r}")
-    replicates = table.get("replicates", 1)
-    if isinstance(replicates, bool) or not isinstance(replicates, int) or replicates < 1:
-        raise ValueError(f"dmft.replicates: must be an integer >= 1 (independent solutions averaged), got {replicates!r}")
-    smoothing = table.get("smoothing")
-    if smoothing is not None and (isinstance(smoothing, bool) or not isinstance(smoothing, (int, float))
-                                  or not np.isfinite(smoothing) or smoothing <= 0):
-        raise ValueError(f"dmft.smoothing: must be a number > 0 (the finite differences' half-width), "
-                         f"got {smoothing!r}")
-    refresh = table.get("refresh")
-    if refresh is not None:
-        if isinstance(refresh, bool) or not isinstance(refresh, int) or refresh < 1:
-            raise ValueError(f"dmft.refresh: must be an integer >= 1 (steps between whole Jacobian rows), "
-                             f"got {refresh!r}")
-        if memory is None:
-            raise ValueError("dmft.refresh: needs dmft.memory (without a window every row is whole already)")
     return {"optimizers": tuple(labels), "epochs": epochs, "paths": paths, "sampler": sampler, "memory": memory,
             "replicates": replicates, "smoothing": smoothing, "refresh": refresh}
 
