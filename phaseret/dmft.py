@@ -374,8 +374,9 @@ def _sample_step(t, theta, m_t, member, A, F, Fp, Fe, X, W, Lam, target, target_
     drops only the older entries). The row solves ``x^T (I - K) = e_t^T`` backward in time:
     ``x(t) = 1``, ``x(u) = f'(u) sum_{u<v<=t} x(v) R_w(v, u)``, pushing each finished ``x(v)`` along
     row ``v`` of ``A``, which every path shares: the paths go in groups of :data:`GROUP`, which read
-    each row once (no per-path history of J is stored or read; a whole row's A does not stay in cache). With a smooth target (``target_slope`` = dt/dlambda*, the square loss)
-    also the derivative along Stein's direction, ``e(t) = m(t) + sum_{u<t} R_w(t,u) fe(u)``, ``fe(t) =
+    each row once (no per-path history of J is stored or read; a whole row's A does not stay in
+    cache). With a smooth target (``target_slope`` = dt/dlambda*, the square loss) also the
+    derivative along Stein's direction, ``e(t) = m(t) + sum_{u<t} R_w(t,u) fe(u)``, ``fe(t) =
     f'(t) e(t) - s(t) g'(lambda(t)) target_slope`` into ``Fe``: the change of ``f(t)`` when ``lambda*``
     moves by one and every ``theta(s)`` by ``m(s)``, whose mean is ``E[f(t) lambda*]`` (Stein's
     lemma). ``lambda(t)`` into ``Lam[:, t]`` unless ``Lam`` has no columns. Returns each path's loss
