@@ -429,14 +429,15 @@ def _sample_step(t, theta, m_t, member, A, F, Fp, Fe, X, W, Lam, target, target_
 
 
 @njit(cache=True, parallel=True)
-def _finite_differences(t, paths, starts, order, h, Lam, F, member, A, target, act, loss, eps, k_hat):
+def _finite_differences(t, paths, starts, h, Lam, F, member, A, target, act, loss, eps, k_hat):
     """``(f(t; theta(s) + h) - f(t; theta(s) - h)) / 2h`` of each pair ``(paths[k], starts[k])``, every
     other ``theta(u)`` held: the path's process re-run from ``s``, ``lambda(u) = Lam[i, u] + d(u)``,
     ``d(u) = +-h [u = s] + sum_{s<=v<u} R_w(u, v) (f+-(v) - f(v))`` (f of the path's own run in ``F``).
-    The pairs go in groups of :data:`PAIR_GROUP` consecutive in ``order`` (by start), whose sums run side by
+    The pairs go in groups of :data:`PAIR_GROUP` consecutive in order of start, whose sums run side by
     side (the sums of one pair alone wait on each addition) and read each row of A once; a pair adds
     exact zeros before its start, so each sum is the pair's own, term by term."""
     out = np.empty(len(paths))
+    order = np.argsort(starts)
     for b in prange((len(paths) + PAIR_GROUP - 1) // PAIR_GROUP):
         group = order[b * PAIR_GROUP : (b + 1) * PAIR_GROUP]
         size, first = len(group), starts[group[0]]
@@ -494,9 +495,8 @@ def _smooth_row(t, low, h, R_f, X, Fp, F, Lam, grown, member, A, target, codes) 
     if not len(paths):
         return
     act, _, loss, eps, k_hat, _ = codes
-    order = np.argsort(starts, kind="stable")
     with parallel_chunksize(1):  # one group at a time to each thread: the early starts' groups take longest
-        smoothed = _finite_differences(t, paths, starts, order, h, Lam, F, member, A, target, act, loss, eps, k_hat)
+        smoothed = _finite_differences(t, paths, starts, h, Lam, F, member, A, target, act, loss, eps, k_hat)
     np.add.at(R_f[t], starts, (smoothed - Fp[paths, t] * X[paths, starts - low]) / len(F))
 
 

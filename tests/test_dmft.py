@@ -365,8 +365,7 @@ def test_each_pair_s_finite_difference_is_its_own_re_run_whatever_pairs_run_besi
     member, target = (rng.random((paths, T + 1)) < 0.5).astype(float), rng.standard_normal(paths) ** 2
     pair_paths = rng.integers(0, paths, 2 * dmft.PAIR_GROUP + 5)
     starts = rng.integers(0, T, len(pair_paths))
-    together = dmft._finite_differences(T, pair_paths, starts, np.argsort(starts, kind="stable"), h, Lam, F, member,
-                                        A, target, act, loss, eps, k_hat)
+    together = dmft._finite_differences(T, pair_paths, starts, h, Lam, F, member, A, target, act, loss, eps, k_hat)
 
     def f(i, u, lam):
         a, a1, _ = derivative.activation(act, lam, eps)
@@ -381,8 +380,8 @@ def test_each_pair_s_finite_difference_is_its_own_re_run_whatever_pairs_run_besi
                 change[u] = f(i, u, Lam[i, u] + d) - F[i, u]
             ends.append(change[T])
         np.testing.assert_allclose(together[k], (ends[0] - ends[1]) / (2 * h), rtol=1e-12, atol=1e-12)
-        alone = dmft._finite_differences(T, pair_paths[k : k + 1], starts[k : k + 1], np.zeros(1, np.int64), h, Lam,
-                                         F, member, A, target, act, loss, eps, k_hat)
+        alone = dmft._finite_differences(T, pair_paths[k : k + 1], starts[k : k + 1], h, Lam, F, member, A, target, act,
+                                         loss, eps, k_hat)
         assert alone[0] == together[k]
     assert np.abs(together).max() > 0.1  # re-runs that respond
 
