@@ -6,13 +6,15 @@ as ``dmft_<name>_trajectory`` on the study's epoch grid.
 cover), ``epochs`` (the DMFT's horizon; default, and at most, each optimizer's budget: the
 solutions cost O(paths T^3)), ``paths`` (the sample side's paths, default 65,536), ``sampler``
 (``sobol`` or ``random``), ``memory`` (the Jacobians' window in steps; default all, exact),
-``refresh`` (with ``memory``: whole Jacobian rows every this many steps, R_f's tail stretched from the
-last one; default none, the tail cut), ``smoothing`` (finite differences' half-width for the
-spiking Jacobians; default none) and
-``replicates`` (independent solutions averaged, default 1; from 2 on the overlap carries the
-theory's own standard error, ``dmft_overlap_trajectory_stderr``, drawn as a band). The equations
-start from a fixed overlap (at p -> infinity a random start has 0), so
-a study with ``[dmft]`` starts its runs at ``init = "overlap"`` and the DMFT at the same overlap.
+``refresh`` (with ``memory``: whole Jacobian rows every this many steps, R_f's tail stretched from
+the last one; default none, the tail cut), ``smoothing`` (finite differences' half-width for the
+spiking Jacobians; default none) and ``replicates`` (independent solutions averaged, default 1;
+from 2 on the overlap carries the theory's own standard error, ``dmft_overlap_trajectory_stderr``,
+drawn as a band). A sub-table named by an optimizer's label, ``[dmft."p-sgd"]``, sets any of these
+keys but ``optimizers`` for that optimizer alone (a noisier solution can take more replicates, a
+costlier one a shorter horizon); the table's own keys hold for the rest. The equations start from
+a fixed overlap (at p -> infinity a random start has 0), so a study with ``[dmft]`` starts its runs
+at ``init = "overlap"`` and the DMFT at the same overlap.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from .config import RunConfig
 from .sizes import available_bytes
 
 KEYS = ("optimizers", "epochs", "paths", "sampler", "memory", "replicates", "smoothing", "refresh")
+#: The keys an optimizer's own sub-table ``[dmft."LABEL"]`` may set.
+PER_OPTIMIZER = KEYS[1:]
 #: Keys passed to the solver only where the table sets them: stored solutions solved before they
 #: existed keep matching their settings.
 OPTIONAL = ("smoothing", "refresh")
@@ -52,15 +56,21 @@ def uncovered(config: RunConfig) -> str | None:
 
 def check_table(table, configs: dict[str, RunConfig]) -> dict:
     """The ``[dmft]`` table against the study's optimizers (label -> a representative cell
-    config); returns ``{"optimizers": labels, "epochs", "paths", "sampler", "memory", "replicates",
-    "smoothing", "refresh"}``, or {} without it."""
+    config); returns ``{"optimizers": labels, "settings": {label: {"epochs", "paths", "sampler",
+    "memory", "replicates", "smoothing", "refresh"}}}`` (an optimizer's sub-table over the
+    table's keys over the defaults), or {} without it."""
     if table is None:
         return {}
     if not isinstance(table, dict):
         raise ValueError('dmft: must be a table, e.g. [dmft] optimizers = ["gd", "p-sgd"]')
-    for key in table:
-        if key not in KEYS:
-            raise ValueError(f"dmft.{key}: unknown key; [dmft] takes {', '.join(KEYS)}")
+    for key, value in table.items():
+        if key in configs:
+            if not isinstance(value, dict):
+                raise ValueError(f'dmft."{key}": must be a table of that optimizer\'s DMFT settings '
+                                 f'({", ".join(PER_OPTIMIZER)}), e.g. [dmft."{key}"] replicates = 4')
+        elif key not in KEYS:
+            raise ValueError(f"dmft.{key}: unknown key; [dmft] takes {', '.join(KEYS)} and sub-tables named by "
+                             f"optimizer labels ({', '.join(configs)})")
     labels = table.get("optimizers", [label for label, c in configs.items() if uncovered(c) is None])
     if "optimizers" not in table and not labels:
         reasons = "; ".join(f"{label}: {uncovered(c)}" for label, c in configs.items())
@@ -73,15 +83,32 @@ def check_table(table, configs: dict[str, RunConfig]) -> dict:
         reason = uncovered(configs[label])
         if reason:
             raise ValueError(f"dmft.optimizers: the DMFT does not cover {label!r}: {reason}")
+    shared = {key: value for key, value in table.items() if key in PER_OPTIMIZER}
+    common = _numerics(shared, "dmft.")
+    settings = {label: common for label in labels}
+    for label, own in table.items():
+        if label in configs:
+            if label not in labels:
+                raise ValueError(f'dmft."{label}": {label!r} has no DMFT here (dmft.optimizers: {", ".join(labels)})')
+            for key in own:
+                if key not in PER_OPTIMIZER:
+                    raise ValueError(f'dmft."{label}".{key}: unknown key; an optimizer\'s sub-table takes '
+                                     f'{", ".join(PER_OPTIMIZER)}')
+            settings[label] = _numerics(shared | own, f'dmft."{label}".')
+    return {"optimizers": tuple(labels), "settings": settings}
+
+
+def _numerics(table: dict, field: str) -> dict:
+    """``table``'s solver settings with their defaults, checked, each refused naming ``field + key``."""
     paths, sampler = table.get("paths", 65_536), table.get("sampler", "sobol")
     memory, replicates = table.get("memory"), table.get("replicates", 1)
     smoothing, refresh = table.get("smoothing"), table.get("refresh")
-    dmft.check_numerics("dmft.", paths, sampler, memory, replicates, smoothing, refresh)
+    dmft.check_numerics(field, paths, sampler, memory, replicates, smoothing, refresh)
     epochs = table.get("epochs")
     if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
-        raise ValueError(f"dmft.epochs: must be an integer >= 1 (the DMFT's horizon), got {epochs!r}")
-    return {"optimizers": tuple(labels), "epochs": epochs, "paths": paths, "sampler": sampler, "memory": memory,
-            "replicates": replicates, "smoothing": smoothing, "refresh": refresh}
+        raise ValueError(f"{field}epochs: must be an integer >= 1 (the DMFT's horizon), got {epochs!r}")
+    return {"epochs": epochs, "paths": paths, "sampler": sampler, "memory": memory, "replicates": replicates,
+            "smoothing": smoothing, "refresh": refresh}
 
 
 def _settings(config: RunConfig) -> dict:
@@ -99,10 +126,11 @@ def solutions(study) -> list[tuple[str, float, dict]]:
     for block in study.blocks:
         c = block.config
         if table and c.optimizer_label in table["optimizers"] and uncovered(c) is None:
-            horizon = min(c.max_epochs, table["epochs"] or c.max_epochs)
-            optional = {key: table[key] for key in OPTIONAL if table[key] is not None}
+            own = table["settings"][c.optimizer_label]
+            horizon = min(c.max_epochs, own["epochs"] or c.max_epochs)
+            optional = {key: own[key] for key in OPTIONAL if own[key] is not None}
             found.setdefault((c.optimizer_label, c.alpha), _settings(c) | optional | {
-                "epochs": horizon, **{key: table[key] for key in ("paths", "sampler", "memory", "replicates")}})
+                "epochs": horizon, **{key: own[key] for key in ("paths", "sampler", "memory", "replicates")}})
     return [(label, alpha, settings) for (label, alpha), settings in found.items()]
 
 

@@ -34,6 +34,12 @@ STUDY = {"name": "dm", "model": "pr-quadratic", "p": 256, "alpha": [3.0, 5.0], "
         ({"dmft": {"smoothing": "wide"}}, r"^dmft\.smoothing: "),
         ({"dmft": {"memory": 10, "refresh": 0}}, r"^dmft\.refresh: "),
         ({"dmft": {"refresh": 5}}, r"^dmft\.refresh: needs dmft\.memory"),
+        ({"dmft": {"gd": {"replicates": 0}}}, r'^dmft\."gd"\.replicates: '),
+        ({"dmft": {"gd": {"optimizers": ["gd"]}}}, r'^dmft\."gd"\.optimizers: unknown key'),
+        ({"dmft": {"gd": {"memory": 10}, "refresh": 2}}, r'^dmft\.refresh: needs dmft\.memory'),
+        ({"dmft": {"gd": 4}}, r'^dmft\."gd": must be a table'),
+        ({"dmft": {"sgd+adam": {"paths": 64}}}, r'^dmft\."sgd\+adam": .* has no DMFT here'),
+        ({"dmft": {"lbfgs": {"paths": 64}}}, r"^dmft\.lbfgs: unknown key; .*sub-tables named by optimizer labels"),
         ({"hidden": 2, "dmft": {"optimizers": ["gd"]}}, r"^dmft\.optimizers: .*hidden = 2"),
         ({"dmft": None}, r"^plot\.figures: the dmft figure draws"),
     ],
@@ -75,6 +81,28 @@ def test_dmft_replicates_give_the_study_the_theory_s_own_error_bar(tmp_path):
     assert merged.dmft_overlap_trajectory_stderr.sel(epoch=0) == 0
     assert (merged.dmft_overlap_trajectory_stderr.sel(epoch=[3, 4, 5]) > 0).all()
     assert {f.name for f in plot_folder(tmp_path)} == {"dm_dmft.png", "dm_dmft.pdf"}
+
+
+def test_an_optimizer_s_own_dmft_table_sets_its_solutions_and_leaves_the_others_alone(tmp_path):
+    """``[dmft."p-sgd+heavy-ball"] replicates = 2, epochs = 3``: that optimizer's curve is
+    ``solve(replicates=2, epochs=3)``'s, with its error bar; GD keeps the table's one solution
+    over 5 epochs."""
+    table = {"paths": 1024, "epochs": 5, "p-sgd+heavy-ball": {"replicates": 2, "epochs": 3}}
+    study = build_study(STUDY | {"alpha": 5.0, "dmft": table})
+    ds = xr.load_dataset(run_study(study, tmp_path, progress=False)).sel(alpha=5.0)
+    keys = dict(alpha=5.0, lr=0.02, overlap0=0.2, paths=1024)
+    gd = dmft.solve("pr-quadratic", epochs=5, **keys)
+    heavy = dmft.solve("pr-quadratic", epochs=3, algorithm="p-sgd", update="heavy-ball", replicates=2, **keys)
+    np.testing.assert_allclose(ds.dmft_overlap_trajectory.sel(optimizer="gd", epoch=gd.epoch), gd.overlap_trajectory)
+    assert ds.dmft_overlap_trajectory_stderr.sel(optimizer="gd").isnull().all()
+    merged = ds.sel(optimizer="p-sgd+heavy-ball")
+    np.testing.assert_allclose(merged.dmft_overlap_trajectory.sel(epoch=heavy.epoch), heavy.overlap_trajectory)
+    np.testing.assert_allclose(merged.dmft_overlap_trajectory_stderr.sel(epoch=heavy.epoch),
+                               heavy.overlap_trajectory_stderr)
+    assert merged.dmft_overlap_trajectory.sel(epoch=[4, 5]).isnull().all()  # its own horizon, 3
+    solved = {entry[0]: entry[2] for entry in json.loads(xr.load_dataset(tmp_path / "dmft.nc").attrs["solutions"])}
+    assert (solved["gd"]["replicates"], solved["gd"]["epochs"]) == (1, 5)
+    assert (solved["p-sgd+heavy-ball"]["replicates"], solved["p-sgd+heavy-ball"]["epochs"]) == (2, 3)
 
 
 def test_a_study_over_several_p_draws_each_p_s_runs_beside_the_dmft(tmp_path):
