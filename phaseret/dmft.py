@@ -132,8 +132,13 @@ TRAJECTORIES = {
                                                          "rescaling, 1 without it (DMFT)"},
     "train_loss_trajectory": {"units": "1", "long_name": "training loss per sample (a study's summed loss over n, "
                                                          "divided by n; DMFT)"},
+    "train_loss_trajectory_stderr": {"units": "1", "long_name": "standard error of the DMFT training loss over its "
+                                                                "replicates (NaN for one)"},
     "train_error_trajectory": {"units": "1", "long_name": "training error (SPEC 3), evaluation activation (DMFT)"},
     "test_error_trajectory": {"units": "1", "long_name": "population test error (SPEC 3) at p -> infinity (DMFT)"},
+    "test_error_trajectory_stderr": {"units": "1", "long_name": "standard error of the DMFT population test error "
+                                                                "over its replicates, each from its own m and q "
+                                                                "(NaN for one)"},
 }
 #: The solver's revision: raise it with any change that moves the solutions; a study's stored
 #: solutions of another revision are solved again (2: E[f lambda*] along Stein's direction, replicates;
@@ -173,7 +178,9 @@ def solve(model: str = "pr-quadratic", *, alpha: float, lr: float, epochs: int, 
     ``memory_bytes``: the memory the solution may take (default: what is available).
     ``replicates``: solve this many times with independent inputs (solver seeds ``seed``,
     ``seed + 1``, ...) and report their mean, with the standard error of the overlap over the
-    replicates as ``overlap_trajectory_stderr`` (NaN for one): the solution's own error bar
+    replicates as ``overlap_trajectory_stderr`` (NaN for one), and so for the training loss and the
+    test error (``train_loss_trajectory_stderr``, ``test_error_trajectory_stderr``, the latter over
+    each replicate's own test error): the solution's own error bar
     (randomised quasi-Monte Carlo's usual estimate), at ``replicates`` times the time.
     ``smoothing``: None (each path's exact derivative ``J(t, s)``) or the half-width ``h`` of the
     centred finite differences ``(f(t; theta(s) + h) - f(t; theta(s) - h)) / 2h`` that replace a
@@ -664,18 +671,28 @@ def _mean_error(lam, target, evaluation, eps, k_hat, door):
 
 def _dataset(settings: dict, solutions: list[dict], per_epoch: int) -> xr.Dataset:
     """The per-step arrays of the replicate ``solutions`` at the epochs' ends, averaged, as a Dataset
-    over ``epoch`` with CF attributes; the overlap's standard error over the replicates beside it."""
+    over ``epoch`` with CF attributes; the standard errors over the replicates of the overlap, the
+    training loss and the test error beside them."""
     at = np.arange(0, len(solutions[0]["m"]), per_epoch)
     mean = {key: np.mean([out[key][at] for out in solutions], axis=0) for key in ("m", "q", "norm", "train_loss",
                                                                                   "train_error")}
     m, q = mean["m"], mean["q"]
     test = _population_error(settings, m, q, settings["seed"])
-    overlaps = np.array([np.abs(out["m"][at]) / np.sqrt(out["q"][at]) for out in solutions])
-    stderr = overlaps.std(axis=0, ddof=1) / math.sqrt(len(solutions)) if len(solutions) > 1 else np.full(len(at), np.nan)
-    values = {"overlap_trajectory": np.abs(m) / np.sqrt(q), "overlap_trajectory_stderr": stderr,
+
+    def stderr(per_replicate) -> np.ndarray:  # over the replicates (axis 0); NaN for one
+        if len(solutions) == 1:
+            return np.full(len(at), np.nan)
+        return np.asarray(per_replicate).std(axis=0, ddof=1) / math.sqrt(len(solutions))
+
+    overlaps = [np.abs(out["m"][at]) / np.sqrt(out["q"][at]) for out in solutions]
+    tests = [_population_error(settings, out["m"][at], out["q"][at], settings["seed"])  # each replicate's own
+             for out in solutions] if len(solutions) > 1 else []
+    values = {"overlap_trajectory": np.abs(m) / np.sqrt(q), "overlap_trajectory_stderr": stderr(overlaps),
               "magnetization_trajectory": m, "norm_trajectory": q,
               "multiplier_trajectory": mean["norm"], "train_loss_trajectory": mean["train_loss"],
-              "train_error_trajectory": mean["train_error"], "test_error_trajectory": test}
+              "train_loss_trajectory_stderr": stderr([out["train_loss"][at] for out in solutions]),
+              "train_error_trajectory": mean["train_error"], "test_error_trajectory": test,
+              "test_error_trajectory_stderr": stderr(tests)}
     data = {name: ("epoch", values[name], attrs) for name, attrs in TRAJECTORIES.items()}
     public = {k: v for k, v in settings.items() if k != "codes"}
     diverged = [out["diverged_step"] // per_epoch for out in solutions if "diverged_step" in out]

@@ -9,8 +9,8 @@ solutions cost O(paths T^3)), ``paths`` (the sample side's paths, default 65,536
 ``refresh`` (with ``memory``: whole Jacobian rows every this many steps, R_f's tail stretched from
 the last one; default none, the tail cut), ``smoothing`` (finite differences' half-width for the
 spiking Jacobians; default none) and ``replicates`` (independent solutions averaged, default 1;
-from 2 on the overlap carries the theory's own standard error, ``dmft_overlap_trajectory_stderr``,
-drawn as a band). A sub-table named by an optimizer's label, ``[dmft."p-sgd"]``, sets any of these
+from 2 on the overlap, the training loss and the test error carry the theory's own standard
+errors, ``dmft_overlap_trajectory_stderr`` and so on, drawn as bands). A sub-table named by an optimizer's label, ``[dmft."p-sgd"]``, sets any of these
 keys but ``optimizers`` for that optimizer alone (a noisier solution can take more replicates, a
 costlier one a shorter horizon); the table's own keys hold for the rest. The equations start from
 a fixed overlap (at p -> infinity a random start has 0), so a study with ``[dmft]`` starts its runs
@@ -151,7 +151,7 @@ def curves(study, stored: xr.Dataset | None = None, between=None, save=None) -> 
     """The DMFT of every (optimizer, alpha) of ``[dmft]`` over ``optimizer, alpha, epoch`` on the
     study's grid (NaN past an optimizer's budget). ``stored``: a previous ``dmft.nc``; its
     solutions of the same settings and solver revision (``dmft.REVISION``) are reused, not solved
-    again. ``between()`` is called before each solution (a run's stop check); ``save(ds)`` after
+    again (a variable added since they were stored, such as a standard error, stays NaN for them). ``between()`` is called before each solution (a run's stop check); ``save(ds)`` after
     each, with the solutions so far (those not yet solved NaN and not listed as done)."""
     grid = study.grid
     current = stored is not None and stored.attrs.get("revision") == dmft.REVISION  # else solved by an older solver
@@ -167,7 +167,8 @@ def curves(study, stored: xr.Dataset | None = None, between=None, save=None) -> 
         if entry in done:
             old = stored.sel(optimizer=label, alpha=alpha)
             for name in values:
-                values[name][index] = old[name].values
+                if name in old:  # a variable added since that solution was stored stays NaN
+                    values[name][index] = old[name].values
             finished.append(entry)
     for label, alpha, settings in wanted:
         entry = [label, alpha, settings]

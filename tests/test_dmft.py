@@ -260,7 +260,8 @@ def test_smoothing_brings_gd_heavy_ball_s_plateau_onto_the_runs():
 
 def test_replicates_average_independent_solutions_and_give_their_standard_error():
     """``replicates = 3``: the mean of the solutions of seeds 0, 1, 2 (m averaged, the overlap from
-    the means) and the overlap's standard error over them; one solution has no error bar."""
+    the means) and the standard errors over them of the overlap, the training loss and the test
+    error (each solution's own, from its m and q); one solution has no error bar."""
     keys = dict(alpha=4.0, lr=0.02, epochs=6, overlap0=0.2, paths=1024, algorithm="p-sgd")
     ds = dmft.solve("pr-quadratic", replicates=3, **keys)
     alone = [dmft.solve("pr-quadratic", seed=seed, **keys) for seed in range(3)]
@@ -269,6 +270,11 @@ def test_replicates_average_independent_solutions_and_give_their_standard_error(
     overlaps = np.array([one.overlap_trajectory.values for one in alone])
     np.testing.assert_allclose(ds.overlap_trajectory_stderr.values, overlaps.std(0, ddof=1) / np.sqrt(3), rtol=1e-9)
     assert ds.overlap_trajectory_stderr.values[1:].min() > 0
+    for name in ("train_loss_trajectory", "test_error_trajectory"):  # each replicate's own, then their spread
+        each = np.array([one[name].values for one in alone])
+        np.testing.assert_allclose(ds[f"{name}_stderr"].values, each.std(0, ddof=1) / np.sqrt(3), rtol=1e-9)
+        assert ds[f"{name}_stderr"].values[1:].min() > 0
+        assert np.isnan(alone[0][f"{name}_stderr"].values).all()
     assert np.isnan(alone[0].overlap_trajectory_stderr.values).all()
     with pytest.raises(ValueError, match="^replicates: "):
         dmft.solve("pr-quadratic", replicates=0, **keys)

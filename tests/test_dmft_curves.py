@@ -105,6 +105,24 @@ def test_an_optimizer_s_own_dmft_table_sets_its_solutions_and_leaves_the_others_
     assert (solved["p-sgd+heavy-ball"]["replicates"], solved["p-sgd+heavy-ball"]["epochs"]) == (2, 3)
 
 
+def test_a_stored_solution_without_a_variable_added_since_is_reused_with_it_missing(tmp_path, monkeypatch):
+    """A ``dmft.nc`` written before the loss's and test error's standard errors existed: its
+    solutions are reused, not solved again, with those two NaN and the rest as stored."""
+    study = build_study(STUDY | {"alpha": 5.0, "dmft": {"paths": 1024, "epochs": 4, "replicates": 2,
+                                                          "optimizers": ["gd"]}})
+    run_study(study, tmp_path, progress=False)
+    added = ["train_loss_trajectory_stderr", "test_error_trajectory_stderr"]
+    written = xr.load_dataset(tmp_path / "dmft.nc")
+    assert (written[added].sel(epoch=[2, 3, 4]) > 0).all().to_array().all()
+    written.drop_vars(added).to_netcdf(tmp_path / "dmft.nc")
+    monkeypatch.setattr(dmft, "solve", lambda **keys: pytest.fail("a stored solution was solved again"))
+    ds = xr.load_dataset(run_study(study, tmp_path, progress=False)).sel(optimizer="gd", alpha=5.0)
+    assert all(ds[f"dmft_{name}"].isnull().all() for name in added)
+    xr.testing.assert_equal(ds.dmft_overlap_trajectory_stderr.drop_vars(ds.dmft_overlap_trajectory_stderr.coords),
+                            written.overlap_trajectory_stderr.sel(optimizer="gd", alpha=5.0)
+                            .drop_vars(written.coords).rename(None))
+
+
 def test_a_study_over_several_p_draws_each_p_s_runs_beside_the_dmft(tmp_path):
     """The dmft figure of a study over p = 128 and 256: a runs line per p, each the mean over that
     p's seeds (not over all of them), and the DMFT once, in black."""
