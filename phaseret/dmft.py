@@ -155,7 +155,8 @@ def solve(model: str = "pr-quadratic", *, alpha: float, lr: float, epochs: int, 
           overlap0: float = 0.0, projection: bool = True, hidden: int = 1, loss_eps: float = 1e-8,
           K: float = DEFAULT_K, paths: int = 4096, seed: int = 0, sampler: str = "sobol",
           memory: int | None = None, memory_bytes: int | None = None, replicates: int = 1,
-          smoothing: float | None = None, refresh: int | None = None) -> xr.Dataset:
+          smoothing: float | None = None, refresh: int | None = None, refresh_growth: float | None = None,
+          stored: dict | None = None, on_replicate=None) -> xr.Dataset:
     """The p -> infinity dynamics of one optimizer at fixed ``alpha``, over ``epochs`` epochs.
 
     The optimizer keys mean what they mean in a study (SPEC 4-5); ``sgd`` draws Bernoulli
@@ -175,6 +176,10 @@ def solve(model: str = "pr-quadratic", *, alpha: float, lr: float, epochs: int, 
     whole row t0, its tail stretched over ``s < t - memory`` (:func:`_stretched_tail`): the tail's drag
     is kept, at most ``refresh`` steps old, at time O(paths (T memory^2 + T^3 / (6 refresh))) and 8
     paths T bytes more.
+    ``refresh_growth = g`` (with ``refresh``): the whole rows thin out as time goes on, the next one
+    ``max(refresh, floor(g t))`` steps after the one at step t, so that the tail is at most a fraction
+    g of the elapsed time old: about ``log(T) / g`` whole rows instead of ``T / refresh``, time
+    O(paths (T memory^2 + T^2 / (2 g)))  (T^3 / (6 refresh) was most of the time past 2,000 steps).
     ``memory_bytes``: the memory the solution may take (default: what is available).
     ``replicates``: solve this many times with independent inputs (solver seeds ``seed``,
     ``seed + 1``, ...) and report their mean, with the standard error of the overlap over the
@@ -189,10 +194,16 @@ def solve(model: str = "pr-quadratic", *, alpha: float, lr: float, epochs: int, 
     paths on GD + heavy-ball's plateau; a larger h re-runs more pairs, h = 0.2 most of them): it
     removes the pathwise estimate's bias at long lags, where samples cross their loss's barrier,
     at a bias of its own of O(h^2) on smooth terms.
+    ``stored``: replicates solved before, solver seed -> that replicate's per-epoch arrays (as passed
+    to ``on_replicate``); they are taken as they are, not solved again (a long solution resumes).
+    ``on_replicate(seed, arrays)``: called after each replicate solved here, with its per-epoch
+    arrays (``m``, ``q``, ``norm``, ``train_loss``, ``train_error``, each (epochs + 1,), and
+    ``diverged_epoch``, -1 for none); it may raise to stop, keeping what it stored.
     Returns a Dataset over ``epoch``.
     """
     settings = _check(model, alpha, lr, epochs, algorithm, update, momentum, batch_fraction, tau, overlap0,
-                      projection, hidden, loss_eps, K, paths, seed, sampler, memory, replicates, smoothing, refresh)
+                      projection, hidden, loss_eps, K, paths, seed, sampler, memory, replicates, smoothing, refresh,
+                      refresh_growth)
     per_epoch = steps_per_epoch(algorithm, batch_fraction)
     steps = epochs * per_epoch
     needed = solution_bytes(paths, steps, memory, smoothing, refresh)
@@ -205,9 +216,16 @@ def solve(model: str = "pr-quadratic", *, alpha: float, lr: float, epochs: int, 
     # after each one, taking the cores from the parallel path kernel that follows (measured: 5.9 s
     # against 2.9 s for 200 GD epochs at 4,096 paths on two cores); its sums then do not depend on
     # the machine's core count either.
-    with threadpool_limits(1, user_api="blas"):
-        solutions = [_forward({**settings, "seed": settings["seed"] + k}, steps) for k in range(settings["replicates"])]
-    return _dataset(settings, solutions, per_epoch)
+    solutions = []
+    for seed in range(settings["seed"], settings["seed"] + settings["replicates"]):
+        if stored is not None and seed in stored:
+            solutions.append(stored[seed])
+            continue
+        with threadpool_limits(1, user_api="blas"):
+            solutions.append(_at_epochs(_forward({**settings, "seed": seed}, steps), per_epoch))
+        if on_replicate is not None:
+            on_replicate(seed, solutions[-1])
+    return _dataset(settings, solutions)
 
 
 def solution_bytes(paths: int, steps: int, memory: int | None = None, smoothing: float | None = None,
@@ -227,11 +245,11 @@ def steps_per_epoch(algorithm: str, batch_fraction: float) -> int:
     return math.ceil(1 / batch_fraction) if algorithm == "p-sgd" else max(1, round(1 / batch_fraction))
 
 
-def check_numerics(field: str, paths, sampler, memory, replicates, smoothing, refresh) -> None:
+def check_numerics(field: str, paths, sampler, memory, replicates, smoothing, refresh, refresh_growth=None) -> None:
     """Refuse, naming ``field + key``, a numerical setting of the solver that means nothing: ``paths``
     and ``replicates`` integers >= 2 and >= 1, ``sampler`` one of :data:`SAMPLERS`, ``memory`` and
-    ``refresh`` None or integers >= 1 (``refresh`` only with ``memory``), ``smoothing`` None or a
-    finite number > 0. ``field``: ``""`` for :func:`solve`'s arguments, ``"dmft."`` for a study's table."""
+    ``refresh`` None or integers >= 1 (``refresh`` only with ``memory``), ``smoothing`` and
+    ``refresh_growth`` None or finite numbers > 0 (``refresh_growth`` only with ``refresh``). ``field``: ``""`` for :func:`solve`'s arguments, ``"dmft."`` for a study's table."""
     def whole(value, low):
         return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= low
 
@@ -244,8 +262,11 @@ def check_numerics(field: str, paths, sampler, memory, replicates, smoothing, re
     if not whole(replicates, 1):
         raise ValueError(f"{field}replicates: must be an integer >= 1 (independent solutions averaged), "
                          f"got {replicates!r}")
-    if smoothing is not None and (isinstance(smoothing, bool) or not isinstance(smoothing, (int, float, np.number))
-                                  or not math.isfinite(smoothing) or smoothing <= 0):
+    def positive(value):
+        return (not isinstance(value, bool) and isinstance(value, (int, float, np.number)) and math.isfinite(value)
+                and value > 0)
+
+    if smoothing is not None and not positive(smoothing):
         raise ValueError(f"{field}smoothing: must be a finite number > 0 (the finite differences' half-width) "
                          f"or absent, got {smoothing!r}")
     if refresh is not None:
@@ -254,12 +275,18 @@ def check_numerics(field: str, paths, sampler, memory, replicates, smoothing, re
                              f"or absent, got {refresh!r}")
         if memory is None:
             raise ValueError(f"{field}refresh: needs {field}memory (without a window every row is whole already)")
+    if refresh_growth is not None:
+        if not positive(refresh_growth):
+            raise ValueError(f"{field}refresh_growth: must be a finite number > 0 (the whole rows' spacing as a "
+                             f"fraction of the step) or absent, got {refresh_growth!r}")
+        if refresh is None:
+            raise ValueError(f"{field}refresh_growth: needs {field}refresh (the shortest spacing of whole rows)")
 
 
 def _check(model, alpha, lr, epochs, algorithm, update, momentum, batch_fraction, tau, overlap0, projection,
-           hidden, loss_eps, K, paths, seed, sampler, memory, replicates, smoothing, refresh) -> dict:
+           hidden, loss_eps, K, paths, seed, sampler, memory, replicates, smoothing, refresh, refresh_growth) -> dict:
     """The settings, or a ValueError naming the first key the equations do not cover."""
-    check_numerics("", paths, sampler, memory, replicates, smoothing, refresh)
+    check_numerics("", paths, sampler, memory, replicates, smoothing, refresh, refresh_growth)
     if model != LINEAR and model not in MODELS:
         raise ValueError(f"model: unknown model {model!r}; the DMFT covers {', '.join(MODELS)} and {LINEAR!r}")
     if hidden != 1:
@@ -305,6 +332,7 @@ def _check(model, alpha, lr, epochs, algorithm, update, momentum, batch_fraction
                 paths=int(paths), seed=int(seed), sampler=sampler, memory=None if memory is None else int(memory),
                 replicates=int(replicates), smoothing=None if smoothing is None else float(smoothing),
                 refresh=None if refresh is None else int(refresh),
+                refresh_growth=None if refresh_growth is None else float(refresh_growth),
                 codes=(act, evaluation, loss, float(loss_eps), k_hat, door))
 
 
@@ -544,6 +572,7 @@ def _forward(settings: dict, steps: int) -> dict:
     Fe = np.zeros((N, T if along_stein else 0))
     refresh = settings["refresh"]
     X = np.zeros((N, (T if refresh else W) + 1))  # each path's row J(t, t - W..t) (or whole) of the step at hand
+    wholes = _whole_rows(T, W, refresh, settings["refresh_growth"]) if refresh else np.zeros(T + 1, bool)
     h = settings["smoothing"]
     Lam = np.zeros((N, T + 1 if h else 0))  # each path's lambda(t), for the finite differences
     grown = np.zeros((N, T + 1 if h else 0), np.float32)  # max over u <= t of |J(u, s)|
@@ -552,7 +581,9 @@ def _forward(settings: dict, steps: int) -> dict:
     for t in range(T + 1):
         xi_part = A[t, 2 : 2 + t] @ L[:t, :t] if t else np.zeros(0)  # theta's noise, on the white basis
         theta = A[t, 0] * lam_star + A[t, 1] * start_noise + math.sqrt(alpha) * (white[:, :t] @ xi_part)
-        whole = refresh and t >= W and (t - W) % refresh == 0  # this step's Jacobian row reaches step 0
+        whole = wholes[t]  # this step's Jacobian row reaches step 0
+        if whole:
+            last_whole = t
         reach = t if whole else W
         losses, errors, largest = _sample_step(t, theta, A[t, 0], member, A, F, Fp, Fe, X, reach, Lam, target,
                                                slopes, act, evaluation, loss, eps, k_hat, door)
@@ -573,7 +604,7 @@ def _forward(settings: dict, steps: int) -> dict:
         if h:
             _smooth_row(t, low, h, R_f, X, Fp, F, Lam, grown, member, A, target, settings["codes"])
         if refresh and low:
-            _stretched_tail(R_f, t, t - (t - W) % refresh, W)
+            _stretched_tail(R_f, t, last_whole, W)
             low = 0
         # E[f lambda*]: along Stein's direction on each path where that is the better estimate (the two
         # terms of mu_f then cancel path by path), else the plain average of f lambda*.
@@ -606,6 +637,17 @@ def _run_away(out: dict, norms: np.ndarray, step: int) -> None:
         values[step:] = np.nan
     norms[step:] = np.nan
     out["diverged_step"] = step
+
+
+def _whole_rows(steps: int, W: int, refresh: int, growth: float | None) -> np.ndarray:
+    """The steps (a mask over 0..steps) whose Jacobian rows are solved whole: W, then each
+    ``max(refresh, floor(growth t))`` steps after the last one t (every ``refresh`` without ``growth``)."""
+    marks = np.zeros(steps + 1, bool)
+    t = W
+    while t <= steps:
+        marks[t] = True
+        t += max(refresh, int(growth * t)) if growth else refresh
+    return marks
 
 
 def _stretched_tail(R_f: np.ndarray, t: int, t0: int, W: int) -> None:
@@ -669,13 +711,24 @@ def _mean_error(lam, target, evaluation, eps, k_hat, door):
     return total / lam.shape[0]
 
 
-def _dataset(settings: dict, solutions: list[dict], per_epoch: int) -> xr.Dataset:
-    """The per-step arrays of the replicate ``solutions`` at the epochs' ends, averaged, as a Dataset
-    over ``epoch`` with CF attributes; the standard errors over the replicates of the overlap, the
+#: The per-epoch arrays of one replicate (:func:`_at_epochs`), besides its ``diverged_epoch``.
+REPLICATE_ARRAYS = ("m", "q", "norm", "train_loss", "train_error")
+
+
+def _at_epochs(out: dict, per_epoch: int) -> dict:
+    """A replicate's per-step arrays (:func:`_forward`) at the epochs' ends, (epochs + 1,) each, and
+    the epoch it ran away in (``diverged_epoch``, -1 for none)."""
+    at = np.arange(0, len(out["m"]), per_epoch)
+    arrays = {key: out[key][at] for key in REPLICATE_ARRAYS}
+    return arrays | {"diverged_epoch": out["diverged_step"] // per_epoch if "diverged_step" in out else -1}
+
+
+def _dataset(settings: dict, solutions: list[dict]) -> xr.Dataset:
+    """The replicate ``solutions`` (per-epoch arrays, :func:`_at_epochs`) averaged, as a Dataset over
+    ``epoch`` with CF attributes; the standard errors over the replicates of the overlap, the
     training loss and the test error beside them."""
-    at = np.arange(0, len(solutions[0]["m"]), per_epoch)
-    mean = {key: np.mean([out[key][at] for out in solutions], axis=0) for key in ("m", "q", "norm", "train_loss",
-                                                                                  "train_error")}
+    at = np.arange(len(solutions[0]["m"]))
+    mean = {key: np.mean([out[key] for out in solutions], axis=0) for key in REPLICATE_ARRAYS}
     m, q = mean["m"], mean["q"]
     test = _population_error(settings, m, q, settings["seed"])
 
@@ -684,18 +737,18 @@ def _dataset(settings: dict, solutions: list[dict], per_epoch: int) -> xr.Datase
             return np.full(len(at), np.nan)
         return np.asarray(per_replicate).std(axis=0, ddof=1) / math.sqrt(len(solutions))
 
-    overlaps = [np.abs(out["m"][at]) / np.sqrt(out["q"][at]) for out in solutions]
-    tests = [_population_error(settings, out["m"][at], out["q"][at], settings["seed"])  # each replicate's own
+    overlaps = [np.abs(out["m"]) / np.sqrt(out["q"]) for out in solutions]
+    tests = [_population_error(settings, out["m"], out["q"], settings["seed"])  # each replicate's own
              for out in solutions] if len(solutions) > 1 else []
     values = {"overlap_trajectory": np.abs(m) / np.sqrt(q), "overlap_trajectory_stderr": stderr(overlaps),
               "magnetization_trajectory": m, "norm_trajectory": q,
               "multiplier_trajectory": mean["norm"], "train_loss_trajectory": mean["train_loss"],
-              "train_loss_trajectory_stderr": stderr([out["train_loss"][at] for out in solutions]),
+              "train_loss_trajectory_stderr": stderr([out["train_loss"] for out in solutions]),
               "train_error_trajectory": mean["train_error"], "test_error_trajectory": test,
               "test_error_trajectory_stderr": stderr(tests)}
     data = {name: ("epoch", values[name], attrs) for name, attrs in TRAJECTORIES.items()}
     public = {k: v for k, v in settings.items() if k != "codes"}
-    diverged = [out["diverged_step"] // per_epoch for out in solutions if "diverged_step" in out]
+    diverged = [out["diverged_epoch"] for out in solutions if out["diverged_epoch"] >= 0]
     attrs = {"title": f"DMFT of {settings['model']} at alpha = {settings['alpha']:g} (p -> infinity)",
              "source": f"phaseret {__version__} (phaseret.dmft.solve)",
              "references": "Gerbelot et al. 2022 (arXiv 2210.06591); Mignacco et al. 2020 (NeurIPS); "
@@ -704,5 +757,5 @@ def _dataset(settings: dict, solutions: list[dict], per_epoch: int) -> xr.Datase
                        "sample side sampled over `paths` samples",
              "diverged_epoch": min(diverged) if diverged else -1, "revision": REVISION,
              **{k: (int(v) if isinstance(v, bool) else v) for k, v in public.items() if v is not None}}
-    coords = {"epoch": ("epoch", at // per_epoch, {"units": "epochs", "long_name": "epoch"})}
+    coords = {"epoch": ("epoch", at, {"units": "epochs", "long_name": "epoch"})}
     return xr.Dataset(data, coords=coords, attrs=attrs)

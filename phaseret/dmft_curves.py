@@ -7,8 +7,9 @@ cover), ``epochs`` (the DMFT's horizon; default, and at most, each optimizer's b
 solutions cost O(paths T^3)), ``paths`` (the sample side's paths, default 65,536), ``sampler``
 (``sobol`` or ``random``), ``memory`` (the Jacobians' window in steps; default all, exact),
 ``refresh`` (with ``memory``: whole Jacobian rows every this many steps, R_f's tail stretched from
-the last one; default none, the tail cut), ``smoothing`` (finite differences' half-width for the
-spiking Jacobians; default none) and ``replicates`` (independent solutions averaged, default 1;
+the last one; default none, the tail cut), ``refresh_growth`` (with ``refresh``: the whole rows
+thin out, the next ``max(refresh, floor(g t))`` steps after step t; default none), ``smoothing``
+(finite differences' half-width for the spiking Jacobians; default none) and ``replicates`` (independent solutions averaged, default 1;
 from 2 on the overlap, the training loss and the test error carry the theory's own standard
 errors, ``dmft_overlap_trajectory_stderr`` and so on, drawn as bands). A sub-table named by an optimizer's label, ``[dmft."p-sgd"]``, sets any of these
 keys but ``optimizers`` for that optimizer alone (a noisier solution can take more replicates, a
@@ -28,12 +29,12 @@ from . import dmft
 from .config import RunConfig
 from .sizes import available_bytes
 
-KEYS = ("optimizers", "epochs", "paths", "sampler", "memory", "replicates", "smoothing", "refresh")
+KEYS = ("optimizers", "epochs", "paths", "sampler", "memory", "replicates", "smoothing", "refresh", "refresh_growth")
 #: The keys an optimizer's own sub-table ``[dmft."LABEL"]`` may set.
 PER_OPTIMIZER = KEYS[1:]
 #: Keys passed to the solver only where the table sets them: stored solutions solved before they
 #: existed keep matching their settings.
-OPTIONAL = ("smoothing", "refresh")
+OPTIONAL = ("smoothing", "refresh", "refresh_growth")
 #: The file of a results folder that holds its DMFT curves.
 FILE = "dmft.nc"
 
@@ -57,7 +58,7 @@ def uncovered(config: RunConfig) -> str | None:
 def check_table(table, configs: dict[str, RunConfig]) -> dict:
     """The ``[dmft]`` table against the study's optimizers (label -> a representative cell
     config); returns ``{"optimizers": labels, "settings": {label: {"epochs", "paths", "sampler",
-    "memory", "replicates", "smoothing", "refresh"}}}`` (an optimizer's sub-table over the
+    "memory", "replicates", "smoothing", "refresh", "refresh_growth"}}}`` (an optimizer's sub-table over the
     table's keys over the defaults), or {} without it."""
     if table is None:
         return {}
@@ -102,13 +103,13 @@ def _numerics(table: dict, field: str) -> dict:
     """``table``'s solver settings with their defaults, checked, each refused naming ``field + key``."""
     paths, sampler = table.get("paths", 65_536), table.get("sampler", "sobol")
     memory, replicates = table.get("memory"), table.get("replicates", 1)
-    smoothing, refresh = table.get("smoothing"), table.get("refresh")
-    dmft.check_numerics(field, paths, sampler, memory, replicates, smoothing, refresh)
+    smoothing, refresh, growth = table.get("smoothing"), table.get("refresh"), table.get("refresh_growth")
+    dmft.check_numerics(field, paths, sampler, memory, replicates, smoothing, refresh, growth)
     epochs = table.get("epochs")
     if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
         raise ValueError(f"{field}epochs: must be an integer >= 1 (the DMFT's horizon), got {epochs!r}")
     return {"epochs": epochs, "paths": paths, "sampler": sampler, "memory": memory, "replicates": replicates,
-            "smoothing": smoothing, "refresh": refresh}
+            "smoothing": smoothing, "refresh": refresh, "refresh_growth": growth}
 
 
 def _settings(config: RunConfig) -> dict:
@@ -147,12 +148,15 @@ def check_memory(study) -> None:
                              "lower dmft.paths or max_epochs")
 
 
-def curves(study, stored: xr.Dataset | None = None, between=None, save=None) -> xr.Dataset:
+def curves(study, stored: xr.Dataset | None = None, between=None, save=None, replicates=None) -> xr.Dataset:
     """The DMFT of every (optimizer, alpha) of ``[dmft]`` over ``optimizer, alpha, epoch`` on the
     study's grid (NaN past an optimizer's budget). ``stored``: a previous ``dmft.nc``; its
     solutions of the same settings and solver revision (``dmft.REVISION``) are reused, not solved
     again (a variable added since they were stored, such as a standard error, stays NaN for them). ``between()`` is called before each solution (a run's stop check); ``save(ds)`` after
-    each, with the solutions so far (those not yet solved NaN and not listed as done)."""
+    each, with the solutions so far (those not yet solved NaN and not listed as done).
+    ``replicates``: a store of single replicates (:class:`phaseret.results.DmftReplicates`): those
+    stored are reused, each one solved is kept as it finishes, and ``between()`` is called after it
+    too, so a stop costs at most the replicate at hand."""
     grid = study.grid
     current = stored is not None and stored.attrs.get("revision") == dmft.REVISION  # else solved by an older solver
     done = json.loads(stored.attrs.get("solutions", "[]")) if current else []
@@ -176,7 +180,15 @@ def curves(study, stored: xr.Dataset | None = None, between=None, save=None) -> 
             continue
         if between is not None:
             between()
-        ds = dmft.solve(**settings)
+        found = replicates.load(label, alpha, settings) if replicates is not None else None
+
+        def keep(seed, arrays, label=label, alpha=alpha, settings=settings):
+            if replicates is not None:
+                replicates.keep(label, alpha, settings, seed, arrays)
+            if between is not None:
+                between()
+
+        ds = dmft.solve(**settings, stored=found, on_replicate=keep)
         index = (labels.index(label), alphas.index(alpha))
         on_grid = np.isin(grid, ds.epoch.values)
         for name in values:

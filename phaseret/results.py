@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from . import __version__, dmft_curves
+from . import __version__, dmft, dmft_curves
 from .data import teacher
 from .landscape import EXTREMES, MATRICES, spectrum_length
 from .models import MODELS
 from .records import TRAJECTORIES, VARIABLES, RunResult
-from .study import Cell, Study, build_study
+from .study import Cell, Study, build_study, file_safe
 
 #: Final values of a run: name -> (long_name, units); the trajectory variables add VARIABLES.
 FINALS = {
@@ -169,6 +169,52 @@ def read_cell(out_dir: Path, cell: Cell, grid: np.ndarray) -> xr.Dataset | None:
     if "hessian" in cell.record and "hessian_eigenvalues" not in ds:
         return None
     return ds
+
+
+class DmftReplicates:
+    """The DMFT's replicates of a results folder, one file each beside the cells
+    (``cells/dmft__LABEL_aALPHA_sSEED.nc``: a replicate's per-epoch arrays, its settings and the
+    solver's revision), so that a long solution stopped between replicates resumes from those stored,
+    and more replicates add to them (:func:`phaseret.dmft_curves.curves`)."""
+
+    def __init__(self, out_dir: Path):
+        self.folder = Path(out_dir) / CELLS
+
+    def path(self, label: str, alpha: float, seed: int) -> Path:
+        return self.folder / f"{file_safe(f'dmft__{label}_a{alpha:g}_s{seed}')}.nc"
+
+    def load(self, label: str, alpha: float, settings: dict) -> dict[int, dict]:
+        """Solver seed -> per-epoch arrays of each replicate of ``settings`` (solve's keywords) stored
+        by this solver revision; a missing, unreadable or other replicate is left out (solved again)."""
+        first = settings.get("seed", 0)
+        found = {}
+        for seed in range(first, first + settings["replicates"]):
+            path = self.path(label, alpha, seed)
+            if not path.exists():
+                continue
+            try:
+                with xr.open_dataset(path) as ds:
+                    ds = ds.load()
+            except Exception:  # truncated or not netCDF: solved again
+                continue
+            if (ds.attrs.get("settings") != _replicate_key(settings) or ds.attrs.get("revision") != dmft.REVISION
+                    or ds.attrs.get("seed") != seed):
+                continue
+            found[seed] = {name: ds[name].values for name in dmft.REPLICATE_ARRAYS}
+            found[seed]["diverged_epoch"] = int(ds.attrs["diverged_epoch"])
+        return found
+
+    def keep(self, label: str, alpha: float, settings: dict, seed: int, arrays: dict) -> None:
+        """Store one replicate's per-epoch ``arrays`` (:func:`phaseret.dmft.solve`'s ``on_replicate``)."""
+        ds = xr.Dataset({name: ("epoch", arrays[name]) for name in dmft.REPLICATE_ARRAYS},
+                        attrs={"settings": _replicate_key(settings), "revision": dmft.REVISION, "seed": seed,
+                               "diverged_epoch": int(arrays["diverged_epoch"])})
+        write_atomically(self.path(label, alpha, seed), lambda tmp: ds.to_netcdf(tmp))
+
+
+def _replicate_key(settings: dict) -> str:
+    """What one replicate computes: solve's keywords but the count of replicates."""
+    return json.dumps({key: value for key, value in settings.items() if key != "replicates"}, sort_keys=True)
 
 
 def cell_state(out_dir: Path, cell: Cell, grid: np.ndarray) -> str:

@@ -251,8 +251,9 @@ def run_study(
 
 def _write_dmft(study: Study, out_dir: Path, interrupt) -> None:
     """Solve the study's ``[dmft]`` curves into ``out_dir/dmft.nc``, reusing the solutions already
-    stored there with the same settings. The file is written after each solution, so a stop
-    keeps every solution finished before it, and a rerun solves only the rest."""
+    stored there with the same settings. The file is written after each solution and each replicate
+    beside the cells (:class:`results.DmftReplicates`), so a stop keeps every solution and replicate
+    finished before it, and a rerun solves only the rest."""
     path = out_dir / dmft_curves.FILE
     stored = None
     if path.exists():
@@ -262,7 +263,7 @@ def _write_dmft(study: Study, out_dir: Path, interrupt) -> None:
             stored = None
     log.info("%s: DMFT curves of %s", study.name, ", ".join(study.dmft["optimizers"]))
     save = functools.partial(results.write_dataset, path=path)
-    results.write_dataset(dmft_curves.curves(study, stored, interrupt, save), path)
+    results.write_dataset(dmft_curves.curves(study, stored, interrupt, save, results.DmftReplicates(out_dir)), path)
 
 
 def cell_states(study: Study, out_dir: Path) -> dict[str, list[str]]:

@@ -50,6 +50,11 @@ class StudyError(ValueError):
     """A study file that cannot run; the message names the file, the key and the reason."""
 
 
+def file_safe(text: str) -> str:
+    """``text`` with every character but letters, digits and ``.+=_-`` replaced by ``_``."""
+    return re.sub(r"[^A-Za-z0-9.+=_-]", "_", text)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Cell:
     """One run of a study: its coordinates and its validated configuration."""
@@ -65,8 +70,7 @@ class Cell:
     @property
     def name(self) -> str:
         """A file-safe name that says what the cell is."""
-        text = f"{self.optimizer}__p{self.p}_h{self.hidden}_a{self.alpha:g}_s{self.seed}"
-        return re.sub(r"[^A-Za-z0-9.+=_-]", "_", text)
+        return file_safe(f"{self.optimizer}__p{self.p}_h{self.hidden}_a{self.alpha:g}_s{self.seed}")
 
     def config_json(self) -> str:
         """What the cell computes: its configuration, and what it records beyond the defaults (a

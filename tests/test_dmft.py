@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import xarray as xr
 
 from phaseret import dmft
 from phaseret.config import validate
@@ -280,6 +281,24 @@ def test_replicates_average_independent_solutions_and_give_their_standard_error(
         dmft.solve("pr-quadratic", replicates=0, **keys)
 
 
+def test_stored_replicates_are_taken_as_they_are_and_only_the_others_solved():
+    """``on_replicate`` hands out each replicate as it is solved; given back as ``stored`` they are
+    not solved again, and the mean over stored and new ones is the full solution, bit for bit."""
+    keys = dict(alpha=2.5, lr=0.02, epochs=8, overlap0=0.2, paths=512, algorithm="p-sgd", update="heavy-ball",
+                replicates=3, seed=4)
+    handed = {}
+    full = dmft.solve("pr-quadratic", on_replicate=handed.__setitem__, **keys)
+    assert sorted(handed) == [4, 5, 6]
+    assert handed[5]["m"].shape == (9,) and handed[5]["diverged_epoch"] == -1
+    again = {}
+    resumed = dmft.solve("pr-quadratic", stored={4: handed[4], 6: handed[6]}, on_replicate=again.__setitem__, **keys)
+    assert list(again) == [5]
+    np.testing.assert_array_equal(again[5]["m"], handed[5]["m"])
+    xr.testing.assert_identical(resumed, full)
+    swapped = dmft.solve("pr-quadratic", stored={4: handed[5], 5: handed[5], 6: handed[6]}, **keys)
+    assert not np.array_equal(swapped.magnetization_trajectory, full.magnetization_trajectory)  # stored is used as given
+
+
 def test_halving_the_step_at_fixed_time_converges():
     """GD on pr-quadratic at alpha 4 up to time lr x steps = 0.4, at lr 0.02, 0.01 and 0.005
     (16,384 paths): halving the step from 0.01 moves the overlap by less than 0.02 at equal
@@ -323,6 +342,26 @@ def test_whole_rows_every_refresh_steps_keep_the_tail_that_a_memory_window_cuts(
     kept = dmft.solve("linear", refresh=4, **linear).magnetization_trajectory.values
     assert np.abs(cut - m).max() > 0.05
     assert np.abs(kept - m).max() < 5e-3
+
+
+def test_whole_rows_that_thin_out_with_time_keep_the_tail_at_a_fraction_of_the_cost():
+    """``refresh_growth = g``: whole rows at the window's end W, then ``max(refresh, floor(g t))``
+    steps after each one at t (every ``refresh`` steps without it). On least squares at the
+    marginal alpha 1 (as above: a 20-step window, whole rows every 4 steps, 46 of them, 3.1e-3
+    from the closed form) g = 0.05 solves 36 whole rows and stays within 6e-3 (4.7e-3 measured;
+    g = 0.1: 23 rows, 1.0e-2; g = 0.5: 6 rows, 0.057; no whole rows: 0.080)."""
+    np.testing.assert_array_equal(np.flatnonzero(dmft._whole_rows(40, 20, 4, None)), [20, 24, 28, 32, 36, 40])
+    np.testing.assert_array_equal(np.flatnonzero(dmft._whole_rows(200, 20, 4, 0.1)),
+                                  [20, 24, 28, 32, 36, 40, 44, 48, 52, 57, 62, 68, 74, 81, 89, 97, 106, 116, 127,
+                                   139, 152, 167, 183])
+    lr, m0, epochs = 0.1, 0.2, 200
+    x, weights = _marchenko_pastur(1.0, 20_000)
+    m = 1 + (m0 - 1) * _mode_amplitudes(x, lr, 0.0, epochs, "plain") @ weights
+    linear = dict(alpha=1.0, lr=lr, epochs=epochs, overlap0=m0, projection=False, paths=1024, memory=20, refresh=4)
+    thinned = dmft.solve("linear", refresh_growth=0.05, **linear)
+    assert dmft._whole_rows(200, 20, 4, 0.05).sum() == 36
+    assert np.abs(thinned.magnetization_trajectory.values - m).max() < 6e-3
+    assert thinned.attrs["refresh_growth"] == 0.05
 
 
 def test_each_path_s_jacobian_row_is_the_inverse_of_its_linear_response_within_the_window():
@@ -447,6 +486,9 @@ def test_finite_differences_on_every_pair_match_the_derivatives_where_the_maps_a
         ({"smoothing": float("nan")}, "smoothing"),
         ({"memory": 10, "refresh": 0}, "refresh"),
         ({"refresh": 5}, "refresh"),
+        ({"memory": 10, "refresh": 5, "refresh_growth": 0.0}, "refresh_growth"),
+        ({"memory": 10, "refresh": 5, "refresh_growth": True}, "refresh_growth"),
+        ({"memory": 10, "refresh_growth": 0.1}, "refresh_growth"),
     ],
 )
 def test_settings_the_equations_do_not_cover_are_refused_before_any_work(change, key):

@@ -34,6 +34,8 @@ STUDY = {"name": "dm", "model": "pr-quadratic", "p": 256, "alpha": [3.0, 5.0], "
         ({"dmft": {"smoothing": "wide"}}, r"^dmft\.smoothing: "),
         ({"dmft": {"memory": 10, "refresh": 0}}, r"^dmft\.refresh: "),
         ({"dmft": {"refresh": 5}}, r"^dmft\.refresh: needs dmft\.memory"),
+        ({"dmft": {"memory": 10, "refresh": 2, "refresh_growth": -1}}, r"^dmft\.refresh_growth: must be"),
+        ({"dmft": {"memory": 10, "gd": {"refresh_growth": 0.1}}}, r'^dmft\."gd"\.refresh_growth: needs dmft\."gd"\.refresh'),
         ({"dmft": {"gd": {"replicates": 0}}}, r'^dmft\."gd"\.replicates: '),
         ({"dmft": {"gd": {"optimizers": ["gd"]}}}, r'^dmft\."gd"\.optimizers: unknown key'),
         ({"dmft": {"gd": {"memory": 10}, "refresh": 2}}, r'^dmft\.refresh: needs dmft\.memory'),
@@ -214,3 +216,43 @@ def test_an_overlap_start_has_that_overlap_on_every_unit_and_its_key_is_checked(
     for keys in ({"init": "overlap"}, {"init_overlap": 0.2}, {"init": "overlap", "init_overlap": 1.0}):
         with pytest.raises(ValueError, match="^init_overlap: "):
             validate(alpha=2.0, **keys)
+
+
+def test_a_stop_between_replicates_keeps_those_solved_and_more_replicates_add_to_them(tmp_path, monkeypatch):
+    """Each replicate is stored beside the cells as it finishes: a stop in GD's second of three
+    keeps the first, the rerun solves the other two, and raising ``replicates`` to 4 solves only
+    the fourth; the curves are ``solve(replicates=...)``'s throughout. Another solver revision's
+    replicates are solved again."""
+    table = {"paths": 512, "epochs": 4, "replicates": 3, "optimizers": ["gd"]}
+    study = build_study(STUDY | {"alpha": 5.0, "dmft": table})
+    original, seeds = dmft._forward, []
+
+    def forward(settings, steps):
+        if len(seeds) == 1 and stop:
+            raise KeyboardInterrupt
+        seeds.append(settings["seed"])
+        return original(settings, steps)
+
+    monkeypatch.setattr(dmft, "_forward", forward)
+    stop = True
+    with pytest.raises(KeyboardInterrupt):
+        run_study(study, tmp_path, progress=False)
+    assert seeds == [0] and (tmp_path / "cells" / "dmft__gd_a5_s0.nc").exists()
+    stop = False
+    ds = xr.load_dataset(run_study(study, tmp_path, progress=False)).sel(optimizer="gd", alpha=5.0)
+    assert seeds == [0, 1, 2]
+    keys = dict(alpha=5.0, lr=0.02, epochs=4, overlap0=0.2, paths=512)
+    three = dmft.solve("pr-quadratic", replicates=3, **keys)
+    np.testing.assert_array_equal(ds.dmft_overlap_trajectory.sel(epoch=three.epoch), three.overlap_trajectory)
+    np.testing.assert_array_equal(ds.dmft_overlap_trajectory_stderr.sel(epoch=three.epoch),
+                                  three.overlap_trajectory_stderr)
+    seeds.clear()
+    four = build_study(STUDY | {"alpha": 5.0, "dmft": table | {"replicates": 4}})
+    ds = xr.load_dataset(run_study(four, tmp_path, progress=False)).sel(optimizer="gd", alpha=5.0)
+    assert seeds == [3]
+    expected = dmft.solve("pr-quadratic", replicates=4, **keys)
+    np.testing.assert_array_equal(ds.dmft_overlap_trajectory.sel(epoch=expected.epoch), expected.overlap_trajectory)
+    monkeypatch.setattr(dmft, "REVISION", dmft.REVISION + 1)
+    seeds.clear()
+    run_study(four, tmp_path, progress=False)
+    assert seeds == [0, 1, 2, 3]
