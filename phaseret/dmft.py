@@ -249,7 +249,8 @@ def check_numerics(field: str, paths, sampler, memory, replicates, smoothing, re
     """Refuse, naming ``field + key``, a numerical setting of the solver that means nothing: ``paths``
     and ``replicates`` integers >= 2 and >= 1, ``sampler`` one of :data:`SAMPLERS`, ``memory`` and
     ``refresh`` None or integers >= 1 (``refresh`` only with ``memory``), ``smoothing`` and
-    ``refresh_growth`` None or finite numbers > 0 (``refresh_growth`` only with ``refresh``). ``field``: ``""`` for :func:`solve`'s arguments, ``"dmft."`` for a study's table."""
+    ``refresh_growth`` None or finite numbers > 0 (``refresh_growth`` only with ``refresh``).
+    ``field``: ``""`` for :func:`solve`'s arguments, ``"dmft."`` for a study's table."""
     def whole(value, low):
         return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= low
 

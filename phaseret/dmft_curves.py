@@ -9,9 +9,10 @@ solutions cost O(paths T^3)), ``paths`` (the sample side's paths, default 65,536
 ``refresh`` (with ``memory``: whole Jacobian rows every this many steps, R_f's tail stretched from
 the last one; default none, the tail cut), ``refresh_growth`` (with ``refresh``: the whole rows
 thin out, the next ``max(refresh, floor(g t))`` steps after step t; default none), ``smoothing``
-(finite differences' half-width for the spiking Jacobians; default none) and ``replicates`` (independent solutions averaged, default 1;
-from 2 on the overlap, the training loss and the test error carry the theory's own standard
-errors, ``dmft_overlap_trajectory_stderr`` and so on, drawn as bands). A sub-table named by an optimizer's label, ``[dmft."p-sgd"]``, sets any of these
+(finite differences' half-width for the spiking Jacobians; default none) and ``replicates``
+(independent solutions averaged, default 1; from 2 on the overlap, the training loss and the
+test error carry the theory's own standard errors, ``dmft_overlap_trajectory_stderr`` and so on,
+drawn as bands). A sub-table named by an optimizer's label, ``[dmft."p-sgd"]``, sets any of these
 keys but ``optimizers`` for that optimizer alone (a noisier solution can take more replicates, a
 costlier one a shorter horizon); the table's own keys hold for the rest. The equations start from
 a fixed overlap (at p -> infinity a random start has 0), so a study with ``[dmft]`` starts its runs
