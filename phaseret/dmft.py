@@ -245,7 +245,7 @@ def steps_per_epoch(algorithm: str, batch_fraction: float) -> int:
     return math.ceil(1 / batch_fraction) if algorithm == "p-sgd" else max(1, round(1 / batch_fraction))
 
 
-def check_numerics(field: str, paths, sampler, memory, replicates, smoothing, refresh, refresh_growth=None) -> None:
+def check_numerics(field: str, paths, sampler, memory, replicates, smoothing, refresh, refresh_growth) -> None:
     """Refuse, naming ``field + key``, a numerical setting of the solver that means nothing: ``paths``
     and ``replicates`` integers >= 2 and >= 1, ``sampler`` one of :data:`SAMPLERS`, ``memory`` and
     ``refresh`` None or integers >= 1 (``refresh`` only with ``memory``), ``smoothing`` and

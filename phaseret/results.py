@@ -148,17 +148,24 @@ def write_failure(out_dir: Path, cell: Cell, trace: str) -> None:
     write_atomically(path, lambda tmp: Path(tmp).write_text(f"{cell.config_json()}\n\n{trace}"))
 
 
+def load_or_none(path: Path) -> xr.Dataset | None:
+    """The netCDF file at ``path``, loaded, or None if it is missing or unreadable (truncated, not
+    netCDF): what a writer left half-done is simply not there."""
+    if not Path(path).exists():
+        return None
+    try:
+        with xr.open_dataset(path) as ds:
+            return ds.load()
+    except Exception:
+        return None
+
+
 def read_cell(out_dir: Path, cell: Cell, grid: np.ndarray) -> xr.Dataset | None:
     """The cell's stored result, or None if missing, truncated, corrupt, of another configuration,
     or recorded on another trajectory grid than the study's ``grid`` (the study's largest budget
     changed): a stored trajectory is never relabelled onto other epochs."""
-    path = cell_path(out_dir, cell)
-    if not path.exists():
-        return None
-    try:
-        with xr.open_dataset(path) as ds:
-            ds = ds.load()
-    except Exception:  # any unreadable file is simply not done
+    ds = load_or_none(cell_path(out_dir, cell))  # any unreadable file is simply not done
+    if ds is None:
         return None
     if ds.attrs.get("complete") != 1 or ds.attrs.get("config") != cell.config_json():
         return None
@@ -189,16 +196,9 @@ class DmftReplicates:
         first = settings.get("seed", 0)
         found = {}
         for seed in range(first, first + settings["replicates"]):
-            path = self.path(label, alpha, seed)
-            if not path.exists():
-                continue
-            try:
-                with xr.open_dataset(path) as ds:
-                    ds = ds.load()
-            except Exception:  # truncated or not netCDF: solved again
-                continue
-            if (ds.attrs.get("settings") != _replicate_key(settings) or ds.attrs.get("revision") != dmft.REVISION
-                    or ds.attrs.get("seed") != seed):
+            ds = load_or_none(self.path(label, alpha, seed))
+            if (ds is None or ds.attrs.get("settings") != _replicate_key(settings)
+                    or ds.attrs.get("revision") != dmft.REVISION or ds.attrs.get("seed") != seed):
                 continue
             found[seed] = {name: ds[name].values for name in dmft.REPLICATE_ARRAYS}
             found[seed]["diverged_epoch"] = int(ds.attrs["diverged_epoch"])

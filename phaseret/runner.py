@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import xarray as xr
 
 from . import dmft_curves, results, sizes
 from .devices import resolve
@@ -255,12 +254,7 @@ def _write_dmft(study: Study, out_dir: Path, interrupt) -> None:
     beside the cells (:class:`results.DmftReplicates`), so a stop keeps every solution and replicate
     finished before it, and a rerun solves only the rest."""
     path = out_dir / dmft_curves.FILE
-    stored = None
-    if path.exists():
-        try:
-            stored = xr.load_dataset(path)
-        except Exception:  # truncated or unreadable: solve everything again
-            stored = None
+    stored = results.load_or_none(path)  # missing or unreadable: solve everything again
     log.info("%s: DMFT curves of %s", study.name, ", ".join(study.dmft["optimizers"]))
     save = functools.partial(results.write_dataset, path=path)
     results.write_dataset(dmft_curves.curves(study, stored, interrupt, save, results.DmftReplicates(out_dir)), path)
