@@ -83,6 +83,8 @@ from .sizes import available_bytes
 ALGORITHMS = ("gd", "sgd", "p-sgd")
 UPDATES = ("plain", "heavy-ball", "nesterov")
 SAMPLERS = ("sobol", "random")
+#: Estimates of the teacher's component of the gradient, ``E[f(t) lambda*]`` (``teacher_estimate``).
+TEACHER_ESTIMATES = ("stein", "average")
 #: Sobol points only for the first ``paths // SOBOL_PATHS_PER_DIMENSION`` dimensions of the inputs:
 #: beyond about paths / 64 dimensions scrambled Sobol columns pair up (4,096 points in 1,602
 #: dimensions: 4,414 pairs of columns correlated past 4.5 / sqrt(paths), up to 0.65, against
@@ -156,7 +158,7 @@ def solve(model: str = "pr-quadratic", *, alpha: float, lr: float, epochs: int, 
           K: float = DEFAULT_K, paths: int = 4096, seed: int = 0, sampler: str = "sobol",
           memory: int | None = None, memory_bytes: int | None = None, replicates: int = 1,
           smoothing: float | None = None, refresh: int | None = None, refresh_growth: float | None = None,
-          stored: dict | None = None, on_replicate=None) -> xr.Dataset:
+          teacher_estimate: str | None = None, stored: dict | None = None, on_replicate=None) -> xr.Dataset:
     """The p -> infinity dynamics of one optimizer at fixed ``alpha``, over ``epochs`` epochs.
 
     The optimizer keys mean what they mean in a study (SPEC 4-5); ``sgd`` draws Bernoulli
@@ -194,6 +196,12 @@ def solve(model: str = "pr-quadratic", *, alpha: float, lr: float, epochs: int, 
     paths on GD + heavy-ball's plateau; a larger h re-runs more pairs, h = 0.2 most of them): it
     removes the pathwise estimate's bias at long lags, where samples cross their loss's barrier,
     at a bias of its own of O(h^2) on smooth terms.
+    ``teacher_estimate``: how ``E[f(t) lambda*]``, the teacher's component of the gradient (and so m's
+    drift), is averaged over the paths: ``"stein"``, each path's derivative along Stein's direction
+    (a smooth target under the square loss only: pr-quadratic, pr-absolute, linear), or
+    ``"average"``, the plain average of ``f lambda*``; None: Stein's for the plain update without
+    ``smoothing``, else the average (:func:`uses_stein`). Plain P-SGD on pr-quadratic's plateau needs
+    Stein's: with the average its solutions climb off the runs (README, Theory).
     ``stored``: replicates solved before, solver seed -> that replicate's per-epoch arrays (as passed
     to ``on_replicate``); they are taken as they are, not solved again (a long solution resumes).
     ``on_replicate(seed, arrays)``: called after each replicate solved here, with its per-epoch
@@ -203,7 +211,7 @@ def solve(model: str = "pr-quadratic", *, alpha: float, lr: float, epochs: int, 
     """
     settings = _check(model, alpha, lr, epochs, algorithm, update, momentum, batch_fraction, tau, overlap0,
                       projection, hidden, loss_eps, K, paths, seed, sampler, memory, replicates, smoothing, refresh,
-                      refresh_growth)
+                      refresh_growth, teacher_estimate)
     per_epoch = steps_per_epoch(algorithm, batch_fraction)
     steps = epochs * per_epoch
     needed = solution_bytes(paths, steps, memory, smoothing, refresh)
@@ -245,9 +253,11 @@ def steps_per_epoch(algorithm: str, batch_fraction: float) -> int:
     return math.ceil(1 / batch_fraction) if algorithm == "p-sgd" else max(1, round(1 / batch_fraction))
 
 
-def check_numerics(field: str, paths, sampler, memory, replicates, smoothing, refresh, refresh_growth) -> None:
+def check_numerics(field: str, paths, sampler, memory, replicates, smoothing, refresh, refresh_growth,
+                   teacher_estimate) -> None:
     """Refuse, naming ``field + key``, a numerical setting of the solver that means nothing: ``paths``
-    and ``replicates`` integers >= 2 and >= 1, ``sampler`` one of :data:`SAMPLERS`, ``memory`` and
+    and ``replicates`` integers >= 2 and >= 1, ``sampler`` one of :data:`SAMPLERS`,
+    ``teacher_estimate`` None or one of :data:`TEACHER_ESTIMATES`, ``memory`` and
     ``refresh`` None or integers >= 1 (``refresh`` only with ``memory``), ``smoothing`` and
     ``refresh_growth`` None or finite numbers > 0 (``refresh_growth`` only with ``refresh``).
     ``field``: ``""`` for :func:`solve`'s arguments, ``"dmft."`` for a study's table."""
@@ -258,6 +268,9 @@ def check_numerics(field: str, paths, sampler, memory, replicates, smoothing, re
         raise ValueError(f"{field}paths: must be an integer >= 2, got {paths!r}")
     if sampler not in SAMPLERS:
         raise ValueError(f"{field}sampler: one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    if teacher_estimate is not None and teacher_estimate not in TEACHER_ESTIMATES:
+        raise ValueError(f"{field}teacher_estimate: one of {', '.join(TEACHER_ESTIMATES)} or absent, "
+                         f"got {teacher_estimate!r}")
     if memory is not None and not whole(memory, 1):
         raise ValueError(f"{field}memory: must be an integer >= 1 (steps of R_f kept) or absent, got {memory!r}")
     if not whole(replicates, 1):
@@ -285,11 +298,13 @@ def check_numerics(field: str, paths, sampler, memory, replicates, smoothing, re
 
 
 def _check(model, alpha, lr, epochs, algorithm, update, momentum, batch_fraction, tau, overlap0, projection,
-           hidden, loss_eps, K, paths, seed, sampler, memory, replicates, smoothing, refresh, refresh_growth) -> dict:
+           hidden, loss_eps, K, paths, seed, sampler, memory, replicates, smoothing, refresh, refresh_growth,
+           teacher_estimate) -> dict:
     """The settings, or a ValueError naming the first key the equations do not cover."""
-    check_numerics("", paths, sampler, memory, replicates, smoothing, refresh, refresh_growth)
+    check_numerics("", paths, sampler, memory, replicates, smoothing, refresh, refresh_growth, teacher_estimate)
     if model != LINEAR and model not in MODELS:
         raise ValueError(f"model: unknown model {model!r}; the DMFT covers {', '.join(MODELS)} and {LINEAR!r}")
+    check_teacher_estimate("", teacher_estimate, model)
     if hidden != 1:
         raise ValueError(f"hidden: the DMFT covers the single-layer student (hidden = 1), got {hidden!r}; "
                          "committees need one effective process per unit")
@@ -334,7 +349,31 @@ def _check(model, alpha, lr, epochs, algorithm, update, momentum, batch_fraction
                 replicates=int(replicates), smoothing=None if smoothing is None else float(smoothing),
                 refresh=None if refresh is None else int(refresh),
                 refresh_growth=None if refresh_growth is None else float(refresh_growth),
+                teacher_estimate="stein" if uses_stein(teacher_estimate, model, update, smoothing) else "average",
                 codes=(act, evaluation, loss, float(loss_eps), k_hat, door))
+
+
+def _stein_exists(model: str) -> bool:
+    """Whether ``model``'s target is smooth under the square loss, so that Stein's direction exists."""
+    if model == LINEAR:
+        return True
+    return MODELS[model].task == "phase-retrieval" and MODELS[model].loss == derivative.SQUARED
+
+
+def check_teacher_estimate(field: str, teacher_estimate: str | None, model: str) -> None:
+    """Refuse ``teacher_estimate = "stein"`` for a model without Stein's direction (the door's sign, the
+    logistic loss), naming ``field + "teacher_estimate"``."""
+    if teacher_estimate == "stein" and not _stein_exists(model):
+        raise ValueError(f"{field}teacher_estimate: 'stein' needs a smooth target under the square loss "
+                         f"(pr-quadratic, pr-absolute, linear), not {model!r}; use 'average' or leave it out")
+
+
+def uses_stein(teacher_estimate: str | None, model: str, update: str, smoothing: float | None) -> bool:
+    """Whether ``E[f lambda*]`` is averaged along Stein's direction: as asked, else (None) for the plain
+    update without smoothing, where Stein's direction exists."""
+    if teacher_estimate is not None:
+        return teacher_estimate == "stein"
+    return _stein_exists(model) and update == "plain" and smoothing is None
 
 
 def _targets(task: str, lam_star: np.ndarray, K: float, squared: bool) -> np.ndarray:
@@ -547,13 +586,12 @@ def _forward(settings: dict, steps: int) -> dict:
     white = normals[:, 2:]  # xi = sqrt(alpha) L white: xi's covariance is alpha C_f
     squared = settings["model"] == "pr-quadratic"
     target = _targets(settings["task"], lam_star, settings["K"], squared)
-    # Along Stein's direction for the plain update only: with momentum's larger effective step the
-    # derivative grows on the nearly unstable paths of the tail and is the noisier estimate (P-SGD +
-    # heavy-ball, alpha 2, epoch 20, 4 solver seeds: 0.155-0.199 against 0.219-0.228 by the product).
-    # With smoothing too: the derivative along Stein's direction is a pathwise derivative, with the same
-    # spikes as the Jacobians, and its cancellation against R_f no longer holds path by path.
-    stein = settings["update"] == "plain" and not settings["smoothing"]
-    target_slope = _target_slopes(settings["task"], lam_star, squared, loss) if stein else None
+    # Along Stein's direction by default for the plain update only (:func:`uses_stein`): with
+    # momentum's larger effective step the derivative grows on the nearly unstable paths of the tail
+    # and is the noisier estimate (P-SGD + heavy-ball, alpha 2, epoch 20, 4 solver seeds: 0.155-0.199
+    # against 0.219-0.228 by the product). With smoothing too: the derivative along Stein's direction
+    # is a pathwise derivative, with the same spikes as the Jacobians.
+    target_slope = _target_slopes(settings["task"], lam_star, squared, loss) if settings["teacher_estimate"] == "stein" else None
     along_stein = target_slope is not None
     slopes = target_slope if along_stein else lam_star[:0]  # an empty array: the kernel keeps no Fe
     member = _memberships(settings, uniforms)

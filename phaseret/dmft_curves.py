@@ -9,7 +9,9 @@ solutions cost O(paths T^3)), ``paths`` (the sample side's paths, default 65,536
 ``refresh`` (with ``memory``: whole Jacobian rows every this many steps, R_f's tail stretched from
 the last one; default none, the tail cut), ``refresh_growth`` (with ``refresh``: the whole rows
 thin out, the next ``max(refresh, floor(g t))`` steps after step t; default none), ``smoothing``
-(finite differences' half-width for the spiking Jacobians; default none) and ``replicates``
+(finite differences' half-width for the spiking Jacobians; default none), ``teacher_estimate``
+(``"stein"`` or ``"average"``: how E[f lambda*] is averaged over the paths; default the solver's
+rule, :func:`phaseret.dmft.uses_stein`) and ``replicates``
 (independent solutions averaged, default 1; from 2 on the overlap, the training loss and the
 test error carry the theory's own standard errors, ``dmft_overlap_trajectory_stderr`` and so on,
 drawn as bands). A sub-table named by an optimizer's label, ``[dmft."p-sgd"]``, sets any of these
@@ -30,12 +32,13 @@ from . import dmft
 from .config import RunConfig
 from .sizes import available_bytes
 
-KEYS = ("optimizers", "epochs", "paths", "sampler", "memory", "replicates", "smoothing", "refresh", "refresh_growth")
+KEYS = ("optimizers", "epochs", "paths", "sampler", "memory", "replicates", "smoothing", "refresh", "refresh_growth",
+        "teacher_estimate")
 #: The keys an optimizer's own sub-table ``[dmft."LABEL"]`` may set.
 PER_OPTIMIZER = KEYS[1:]
 #: Keys passed to the solver only where the table sets them: stored solutions solved before they
 #: existed keep matching their settings.
-OPTIONAL = ("smoothing", "refresh", "refresh_growth")
+OPTIONAL = ("smoothing", "refresh", "refresh_growth", "teacher_estimate")
 #: The file of a results folder that holds its DMFT curves.
 FILE = "dmft.nc"
 
@@ -59,8 +62,8 @@ def uncovered(config: RunConfig) -> str | None:
 def check_table(table, configs: dict[str, RunConfig]) -> dict:
     """The ``[dmft]`` table against the study's optimizers (label -> a representative cell
     config); returns ``{"optimizers": labels, "settings": {label: {"epochs", "paths", "sampler",
-    "memory", "replicates", "smoothing", "refresh", "refresh_growth"}}}`` (an optimizer's sub-table over the
-    table's keys over the defaults), or {} without it."""
+    "memory", "replicates", "smoothing", "refresh", "refresh_growth", "teacher_estimate"}}}`` (an
+    optimizer's sub-table over the table's keys over the defaults), or {} without it."""
     if table is None:
         return {}
     if not isinstance(table, dict):
@@ -97,6 +100,10 @@ def check_table(table, configs: dict[str, RunConfig]) -> dict:
                     raise ValueError(f'dmft."{label}".{key}: unknown key; an optimizer\'s sub-table takes '
                                      f'{", ".join(PER_OPTIMIZER)}')
             settings[label] = _numerics(shared | own, f'dmft."{label}".')
+    for label in labels:  # Stein's direction needs the optimizer's model: refused naming the table that asked
+        own = "teacher_estimate" in table.get(label, {})
+        dmft.check_teacher_estimate(f'dmft."{label}".' if own else "dmft.", settings[label]["teacher_estimate"],
+                                    configs[label].model)
     return {"optimizers": tuple(labels), "settings": settings}
 
 
@@ -105,12 +112,13 @@ def _numerics(table: dict, field: str) -> dict:
     paths, sampler = table.get("paths", 65_536), table.get("sampler", "sobol")
     memory, replicates = table.get("memory"), table.get("replicates", 1)
     smoothing, refresh, growth = table.get("smoothing"), table.get("refresh"), table.get("refresh_growth")
-    dmft.check_numerics(field, paths, sampler, memory, replicates, smoothing, refresh, growth)
+    teacher = table.get("teacher_estimate")
+    dmft.check_numerics(field, paths, sampler, memory, replicates, smoothing, refresh, growth, teacher)
     epochs = table.get("epochs")
     if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
         raise ValueError(f"{field}epochs: must be an integer >= 1 (the DMFT's horizon), got {epochs!r}")
     return {"epochs": epochs, "paths": paths, "sampler": sampler, "memory": memory, "replicates": replicates,
-            "smoothing": smoothing, "refresh": refresh, "refresh_growth": growth}
+            "smoothing": smoothing, "refresh": refresh, "refresh_growth": growth, "teacher_estimate": teacher}
 
 
 def _settings(config: RunConfig) -> dict:

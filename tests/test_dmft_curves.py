@@ -44,6 +44,10 @@ STUDY = {"name": "dm", "model": "pr-quadratic", "p": 256, "alpha": [3.0, 5.0], "
         ({"dmft": {"sgd+adam": {"paths": 64}}}, r'^dmft\."sgd\+adam": .* has no DMFT here'),
         ({"dmft": {"lbfgs": {"paths": 64}}}, r"^dmft\.lbfgs: unknown key; .*sub-tables named by optimizer labels"),
         ({"hidden": 2, "dmft": {"optimizers": ["gd"]}}, r"^dmft\.optimizers: .*hidden = 2"),
+        ({"dmft": {"teacher_estimate": "best"}}, r"^dmft\.teacher_estimate: one of stein, average"),
+        ({"model": "door-square", "dmft": {"teacher_estimate": "stein"}}, r"^dmft\.teacher_estimate: 'stein' needs"),
+        ({"model": "door-square", "dmft": {"gd": {"teacher_estimate": "stein"}}},
+         r'^dmft\."gd"\.teacher_estimate: \'stein\' needs'),
         ({"dmft": None}, r"^plot\.figures: the dmft figure draws"),
     ],
 )
@@ -173,6 +177,12 @@ def test_a_rerun_reuses_the_stored_solutions_and_solves_only_new_ones(tmp_path, 
     assert widths == [0.05] * 12
     assert all(settings["refresh"] == 2 for _, _, settings in json.loads(xr.load_dataset(tmp_path / "dmft.nc")
                                                                          .attrs["solutions"]))
+    # An optimizer's own teacher_estimate solves that optimizer's solutions again, alone, with it.
+    estimates = []
+    monkeypatch.setattr(dmft, "solve", lambda **keys: estimates.append(keys.get("teacher_estimate")) or original(**keys))
+    run_study(build_study(refreshed | {"dmft": refreshed["dmft"] | {"gd": {"teacher_estimate": "stein"}}}), tmp_path,
+              progress=False)
+    assert estimates == ["stein"] * 3
 
 
 def test_a_run_stopped_during_the_dmft_keeps_the_solutions_finished_before(tmp_path, monkeypatch):
