@@ -586,12 +586,13 @@ def _forward(settings: dict, steps: int) -> dict:
     white = normals[:, 2:]  # xi = sqrt(alpha) L white: xi's covariance is alpha C_f
     squared = settings["model"] == "pr-quadratic"
     target = _targets(settings["task"], lam_star, settings["K"], squared)
-    # Along Stein's direction by default for the plain update only (:func:`uses_stein`): with
-    # momentum's larger effective step the derivative grows on the nearly unstable paths of the tail
-    # and is the noisier estimate (P-SGD + heavy-ball, alpha 2, epoch 20, 4 solver seeds: 0.155-0.199
-    # against 0.219-0.228 by the product). With smoothing too: the derivative along Stein's direction
-    # is a pathwise derivative, with the same spikes as the Jacobians.
-    target_slope = _target_slopes(settings["task"], lam_star, squared, loss) if settings["teacher_estimate"] == "stein" else None
+    # Along Stein's direction by default for the plain update without smoothing (:func:`uses_stein`):
+    # with momentum's larger effective step the derivative grows on the nearly unstable paths of the
+    # tail and is the noisier estimate (P-SGD + heavy-ball, alpha 2, epoch 20, 4 solver seeds:
+    # 0.155-0.199 against 0.219-0.228 by the product); with smoothing it is a pathwise derivative with
+    # the Jacobians' spikes. Yet plain P-SGD's plateau needs it with smoothing too (README, Theory).
+    stein = settings["teacher_estimate"] == "stein"
+    target_slope = _target_slopes(settings["task"], lam_star, squared, loss) if stein else None
     along_stein = target_slope is not None
     slopes = target_slope if along_stein else lam_star[:0]  # an empty array: the kernel keeps no Fe
     member = _memberships(settings, uniforms)

@@ -179,7 +179,8 @@ def test_a_rerun_reuses_the_stored_solutions_and_solves_only_new_ones(tmp_path, 
                                                                          .attrs["solutions"]))
     # An optimizer's own teacher_estimate solves that optimizer's solutions again, alone, with it.
     estimates = []
-    monkeypatch.setattr(dmft, "solve", lambda **keys: estimates.append(keys.get("teacher_estimate")) or original(**keys))
+    monkeypatch.setattr(dmft, "solve",
+                        lambda **keys: estimates.append(keys.get("teacher_estimate")) or original(**keys))
     run_study(build_study(refreshed | {"dmft": refreshed["dmft"] | {"gd": {"teacher_estimate": "stein"}}}), tmp_path,
               progress=False)
     assert estimates == ["stein"] * 3
