@@ -386,16 +386,12 @@ def _targets(task: str, lam_star: np.ndarray, K: float, squared: bool) -> np.nda
     return np.where(np.abs(lam_star) - K >= 0, 1.0, -1.0)
 
 
-def _target_slopes(task: str, lam_star: np.ndarray, squared: bool, loss: int) -> np.ndarray | None:
-    """``dt/dlambda*`` of a smooth target under the square loss (``2 l*``, ``sign(l*)`` or 1); None
-    for the door's sign (and any other loss), whose ``E[f lambda*]`` is the plain average."""
-    if loss != derivative.SQUARED:
-        return None
+def _target_slopes(task: str, lam_star: np.ndarray, squared: bool) -> np.ndarray:
+    """``dt/dlambda*`` of a smooth target (``2 l*``, ``sign(l*)`` or 1): only where Stein's direction
+    exists (:func:`_stein_exists`; the door's sign has none)."""
     if task == LINEAR:
         return np.ones_like(lam_star)
-    if task == "phase-retrieval":
-        return 2 * lam_star if squared else np.sign(lam_star)
-    return None
+    return 2 * lam_star if squared else np.sign(lam_star)
 
 
 def _random_inputs(paths: int, steps: int, seed: int, sampler: str) -> tuple[np.ndarray, np.ndarray]:
@@ -592,9 +588,7 @@ def _forward(settings: dict, steps: int) -> dict:
     # 0.155-0.199 against 0.219-0.228 by the product); with smoothing it is a pathwise derivative with
     # the Jacobians' spikes. Yet plain P-SGD's plateau needs it with smoothing too (README, Theory).
     stein = settings["teacher_estimate"] == "stein"
-    target_slope = _target_slopes(settings["task"], lam_star, squared, loss) if stein else None
-    along_stein = target_slope is not None
-    slopes = target_slope if along_stein else lam_star[:0]  # an empty array: the kernel keeps no Fe
+    slopes = _target_slopes(settings["task"], lam_star, squared) if stein else lam_star[:0]  # empty: no Fe
     member = _memberships(settings, uniforms)
 
     T = steps
@@ -609,7 +603,7 @@ def _forward(settings: dict, steps: int) -> dict:
     mu_f = np.zeros(T)
     F = np.zeros((N, T))
     Fp = np.zeros((N, T))
-    Fe = np.zeros((N, T if along_stein else 0))
+    Fe = np.zeros((N, T if stein else 0))
     refresh = settings["refresh"]
     X = np.zeros((N, (T if refresh else W) + 1))  # each path's row J(t, t - W..t) (or whole) of the step at hand
     wholes = _whole_rows(T, W, refresh, settings["refresh_growth"]) if refresh else np.zeros(T + 1, bool)
@@ -648,7 +642,7 @@ def _forward(settings: dict, steps: int) -> dict:
             low = 0
         # E[f lambda*]: along Stein's direction on each path where that is the better estimate (the two
         # terms of mu_f then cancel path by path), else the plain average of f lambda*.
-        f_lam_star = Fe[:, t].mean() if along_stein else f @ lam_star / N
+        f_lam_star = Fe[:, t].mean() if stein else f @ lam_star / N
         mu_f[t] = f_lam_star - R_f[t, low : t + 1] @ A[low : t + 1, 0]
         # Weight side: the gradient's coefficients, the update, the projection.
         G = alpha * (R_f[t, low : t + 1] @ A[low : t + 1])

@@ -162,7 +162,8 @@ def curves(study, stored: xr.Dataset | None = None, between=None, save=None, rep
     study's grid (NaN past an optimizer's budget). ``stored``: a previous ``dmft.nc``; its
     solutions of the same settings and solver revision (``dmft.REVISION``) are reused, not solved
     again (a variable added since they were stored, such as a standard error, stays NaN for them).
-    ``between()`` is called before each solution (a run's stop check); ``save(ds)`` after each, with the solutions so far (those not yet solved NaN and not listed as done).
+    ``between()`` is called before each solution (a run's stop check); ``save(ds)`` after each, with
+    the solutions so far (those not yet solved NaN and not listed as done).
     ``replicates``: a store of single replicates (:class:`phaseret.results.DmftReplicates`): those
     stored are reused, each one solved is kept as it finishes, and ``between()`` is called after it
     too, so a stop costs at most the replicate at hand."""
