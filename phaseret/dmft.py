@@ -84,7 +84,7 @@ ALGORITHMS = ("gd", "sgd", "p-sgd")
 UPDATES = ("plain", "heavy-ball", "nesterov")
 SAMPLERS = ("sobol", "random")
 #: Estimates of the teacher's component of the gradient, ``E[f(t) lambda*]`` (``teacher_estimate``).
-TEACHER_ESTIMATES = ("stein", "average")
+TEACHER_ESTIMATES = ("stein", "average", "difference")
 #: Sobol points only for the first ``paths // SOBOL_PATHS_PER_DIMENSION`` dimensions of the inputs:
 #: beyond about paths / 64 dimensions scrambled Sobol columns pair up (4,096 points in 1,602
 #: dimensions: 4,414 pairs of columns correlated past 4.5 / sqrt(paths), up to 0.65, against
@@ -199,9 +199,13 @@ def solve(model: str = "pr-quadratic", *, alpha: float, lr: float, epochs: int, 
     ``teacher_estimate``: how ``E[f(t) lambda*]``, the teacher's component of the gradient (and so m's
     drift), is averaged over the paths: ``"stein"``, each path's derivative along Stein's direction
     (a smooth target under the square loss only: pr-quadratic, pr-absolute, linear), or
-    ``"average"``, the plain average of ``f lambda*``; None: Stein's for the plain update without
-    ``smoothing``, else the average (:func:`uses_stein`). Plain P-SGD on pr-quadratic's plateau needs
-    Stein's: with the average its solutions climb off the runs (README, Theory).
+    ``"average"``, the plain average of ``f lambda*``, or ``"difference"``, the centred finite
+    difference along Stein's direction of half-width ``smoothing`` (required): each path is run twice
+    more with ``lambda*`` moved by ``+-h`` (its other inputs kept), ``E[(f_+ - f_-) / 2h] = E[f lambda*]
+    + O(h^2)`` for any target (Gaussian lambda*), at O(paths T^2) more time and 16 paths T bytes; None:
+    Stein's for the plain update without ``smoothing``, else the average (:func:`uses_stein`). On
+    P-SGD's long plateau Stein's pathwise derivative reads below the other two, which agree (README,
+    Theory).
     ``stored``: replicates solved before, solver seed -> that replicate's per-epoch arrays (as passed
     to ``on_replicate``); they are taken as they are, not solved again (a long solution resumes).
     ``on_replicate(seed, arrays)``: called after each replicate solved here, with its per-epoch
@@ -214,7 +218,7 @@ def solve(model: str = "pr-quadratic", *, alpha: float, lr: float, epochs: int, 
                       refresh_growth, teacher_estimate)
     per_epoch = steps_per_epoch(algorithm, batch_fraction)
     steps = epochs * per_epoch
-    needed = solution_bytes(paths, steps, memory, smoothing, refresh)
+    needed = solution_bytes(paths, steps, memory, smoothing, refresh, teacher_estimate == "difference")
     available = memory_bytes if memory_bytes is not None else available_bytes()
     if available is not None and needed > available:
         raise ValueError(f"paths, epochs: the DMFT needs about {needed / 2**30:.1f} GiB (paths x steps x 64 bytes, "
@@ -237,13 +241,15 @@ def solve(model: str = "pr-quadratic", *, alpha: float, lr: float, epochs: int, 
 
 
 def solution_bytes(paths: int, steps: int, memory: int | None = None, smoothing: float | None = None,
-                   refresh: int | None = None) -> int:
+                   refresh: int | None = None, difference: bool = False) -> int:
     """Memory of a solution, float64 throughout: per path its inputs (3 steps), its histories of f,
     f', e and batch membership and its column of the Gram-Schmidt basis (5 steps), and one
     Jacobian row over the window (over every step with ``refresh``); with ``smoothing`` also its
-    history of lambda and its Jacobian's largest entries (float32), 12 bytes a step."""
+    history of lambda and its Jacobian's largest entries (float32), 12 bytes a step; with
+    ``teacher_estimate = "difference"`` the histories of f of its two shifted copies, 16 bytes a step."""
     row = steps if refresh else window(memory, steps)
-    return 8 * paths * (8 * steps + row + 5) + (12 * paths * (steps + 1) if smoothing else 0)
+    return (8 * paths * (8 * steps + row + 5) + (12 * paths * (steps + 1) if smoothing else 0)
+            + (16 * paths * steps if difference else 0))
 
 
 def steps_per_epoch(algorithm: str, batch_fraction: float) -> int:
@@ -295,6 +301,9 @@ def check_numerics(field: str, paths, sampler, memory, replicates, smoothing, re
                              f"fraction of the step) or absent, got {refresh_growth!r}")
         if refresh is None:
             raise ValueError(f"{field}refresh_growth: needs {field}refresh (the shortest spacing of whole rows)")
+    if teacher_estimate == "difference" and smoothing is None:
+        raise ValueError(f"{field}teacher_estimate: 'difference' takes its half-width from {field}smoothing, "
+                         "which is absent")
 
 
 def _check(model, alpha, lr, epochs, algorithm, update, momentum, batch_fraction, tau, overlap0, projection,
@@ -349,7 +358,7 @@ def _check(model, alpha, lr, epochs, algorithm, update, momentum, batch_fraction
                 replicates=int(replicates), smoothing=None if smoothing is None else float(smoothing),
                 refresh=None if refresh is None else int(refresh),
                 refresh_growth=None if refresh_growth is None else float(refresh_growth),
-                teacher_estimate="stein" if uses_stein(teacher_estimate, model, update, smoothing) else "average",
+                teacher_estimate=teacher_estimate or ("stein" if uses_stein(None, model, update, smoothing) else "average"),
                 codes=(act, evaluation, loss, float(loss_eps), k_hat, door))
 
 
@@ -374,6 +383,22 @@ def uses_stein(teacher_estimate: str | None, model: str, update: str, smoothing:
     if teacher_estimate is not None:
         return teacher_estimate == "stein"
     return _stein_exists(model) and update == "plain" and smoothing is None
+
+
+@njit(cache=True, parallel=True)
+def _shifted_step(t, theta, m_t, h, member, A, Fs, shifted_targets, act, loss, eps, k_hat):
+    """Step ``t`` of each path's two copies with ``lambda*`` moved by ``+h`` and ``-h`` (so every
+    ``theta(s)`` by ``+-h m(s)``, the rest of the path's inputs kept): ``lambda_+-(t) = theta(t) +- h m(t)
+    + sum_{u<t} R_w(t,u) f_+-(u)``, their ``f`` into ``Fs[0 | 1, :, t]`` (2, paths, T), against the targets
+    ``shifted_targets`` (2, paths) of ``lambda* +- h``."""
+    for i in prange(theta.shape[0]):
+        for k in range(2):
+            lam = theta[i] + (h if k == 0 else -h) * m_t
+            for u in range(t):
+                lam += A[t, 2 + u] * Fs[k, i, u]
+            g, g1, _ = derivative.activation(act, lam, eps)
+            _, l1, _ = derivative.loss_terms(loss, g - k_hat, shifted_targets[k, i])
+            Fs[k, i, t] = member[i, t] * l1 * g1
 
 
 def _targets(task: str, lam_star: np.ndarray, K: float, squared: bool) -> np.ndarray:
@@ -585,9 +610,11 @@ def _forward(settings: dict, steps: int) -> dict:
     # Along Stein's direction by default for the plain update without smoothing (:func:`uses_stein`):
     # with momentum's larger effective step the derivative grows on the nearly unstable paths of the
     # tail and is the noisier estimate (P-SGD + heavy-ball, alpha 2, epoch 20, 4 solver seeds:
-    # 0.155-0.199 against 0.219-0.228 by the product); with smoothing it is a pathwise derivative with
-    # the Jacobians' spikes. Yet plain P-SGD's plateau needs it with smoothing too (README, Theory).
-    stein = settings["teacher_estimate"] == "stein"
+    # 0.155-0.199 against 0.219-0.228 by the product). The pathwise derivative misses what the
+    # Jacobians' spikes carry: on P-SGD's long plateau it reads below both the product and the finite
+    # differences along Stein's direction, which agree (README, Theory).
+    estimate = settings["teacher_estimate"]
+    stein = estimate == "stein"
     slopes = _target_slopes(settings["task"], lam_star, squared) if stein else lam_star[:0]  # empty: no Fe
     member = _memberships(settings, uniforms)
 
@@ -604,10 +631,13 @@ def _forward(settings: dict, steps: int) -> dict:
     F = np.zeros((N, T))
     Fp = np.zeros((N, T))
     Fe = np.zeros((N, T if stein else 0))
+    h = settings["smoothing"]
+    Fs = np.zeros((2, N if estimate == "difference" else 0, T))  # f of each path's copies at lambda* +- h
+    shifted_targets = np.stack([_targets(settings["task"], lam_star + sign * (h or 0.0), settings["K"], squared)
+                                for sign in (1, -1)])
     refresh = settings["refresh"]
     X = np.zeros((N, (T if refresh else W) + 1))  # each path's row J(t, t - W..t) (or whole) of the step at hand
     wholes = _whole_rows(T, W, refresh, settings["refresh_growth"]) if refresh else np.zeros(T + 1, bool)
-    h = settings["smoothing"]
     Lam = np.zeros((N, T + 1 if h else 0))  # each path's lambda(t), for the finite differences
     grown = np.zeros((N, T + 1 if h else 0), np.float32)  # max over u <= t of |J(u, s)|
     norms = np.ones(T + 1)
@@ -640,9 +670,13 @@ def _forward(settings: dict, steps: int) -> dict:
         if refresh and low:
             _stretched_tail(R_f, t, last_whole, W)
             low = 0
-        # E[f lambda*]: along Stein's direction on each path where that is the better estimate (the two
+        # E[f lambda*]: by finite differences along Stein's direction, or along it on each path (the two
         # terms of mu_f then cancel path by path), else the plain average of f lambda*.
-        f_lam_star = Fe[:, t].mean() if stein else f @ lam_star / N
+        if Fs.shape[1]:
+            _shifted_step(t, theta, A[t, 0], h, member, A, Fs, shifted_targets, act, loss, eps, k_hat)
+            f_lam_star = (Fs[0, :, t].mean() - Fs[1, :, t].mean()) / (2 * h)
+        else:
+            f_lam_star = Fe[:, t].mean() if stein else f @ lam_star / N
         mu_f[t] = f_lam_star - R_f[t, low : t + 1] @ A[low : t + 1, 0]
         # Weight side: the gradient's coefficients, the update, the projection.
         G = alpha * (R_f[t, low : t + 1] @ A[low : t + 1])

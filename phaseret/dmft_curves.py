@@ -10,8 +10,8 @@ solutions cost O(paths T^3)), ``paths`` (the sample side's paths, default 65,536
 the last one; default none, the tail cut), ``refresh_growth`` (with ``refresh``: the whole rows
 thin out, the next ``max(refresh, floor(g t))`` steps after step t; default none), ``smoothing``
 (finite differences' half-width for the spiking Jacobians; default none), ``teacher_estimate``
-(``"stein"`` or ``"average"``: how E[f lambda*] is averaged over the paths; default the solver's
-rule, :func:`phaseret.dmft.uses_stein`) and ``replicates``
+(``"stein"``, ``"average"`` or ``"difference"``, the last with ``smoothing``: how E[f lambda*] is
+averaged over the paths; default the solver's rule, :func:`phaseret.dmft.uses_stein`) and ``replicates``
 (independent solutions averaged, default 1; from 2 on the overlap, the training loss and the
 test error carry the theory's own standard errors, ``dmft_overlap_trajectory_stderr`` and so on,
 drawn as bands). A sub-table named by an optimizer's label, ``[dmft."p-sgd"]``, sets any of these
@@ -150,7 +150,7 @@ def check_memory(study) -> None:
     for label, alpha, settings in solutions(study):
         steps = settings["epochs"] * dmft.steps_per_epoch(settings["algorithm"], settings["batch_fraction"])
         needed = dmft.solution_bytes(settings["paths"], steps, settings["memory"], settings.get("smoothing"),
-                                     settings.get("refresh"))
+                                     settings.get("refresh"), settings.get("teacher_estimate") == "difference")
         if available is not None and needed > available:
             raise ValueError(f"dmft.paths: the DMFT of {label} at alpha {alpha:g} needs about {needed / 2**30:.1f} GiB "
                              f"({settings['paths']} paths, {steps} steps) but {available / 2**30:.1f} GiB is available; "

@@ -45,6 +45,7 @@ STUDY = {"name": "dm", "model": "pr-quadratic", "p": 256, "alpha": [3.0, 5.0], "
         ({"dmft": {"lbfgs": {"paths": 64}}}, r"^dmft\.lbfgs: unknown key; .*sub-tables named by optimizer labels"),
         ({"hidden": 2, "dmft": {"optimizers": ["gd"]}}, r"^dmft\.optimizers: .*hidden = 2"),
         ({"dmft": {"teacher_estimate": "best"}}, r"^dmft\.teacher_estimate: one of stein, average"),
+        ({"dmft": {"gd": {"teacher_estimate": "difference"}}}, r'^dmft\."gd"\.teacher_estimate: \'difference\' takes'),
         ({"model": "door-square", "dmft": {"teacher_estimate": "stein"}}, r"^dmft\.teacher_estimate: 'stein' needs"),
         ({"model": "door-square", "dmft": {"gd": {"teacher_estimate": "stein"}}},
          r'^dmft\."gd"\.teacher_estimate: \'stein\' needs'),
