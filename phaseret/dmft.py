@@ -358,7 +358,8 @@ def _check(model, alpha, lr, epochs, algorithm, update, momentum, batch_fraction
                 replicates=int(replicates), smoothing=None if smoothing is None else float(smoothing),
                 refresh=None if refresh is None else int(refresh),
                 refresh_growth=None if refresh_growth is None else float(refresh_growth),
-                teacher_estimate=teacher_estimate or ("stein" if uses_stein(None, model, update, smoothing) else "average"),
+                teacher_estimate=teacher_estimate or ("stein" if uses_stein(None, model, update, smoothing)
+                                                      else "average"),
                 codes=(act, evaluation, loss, float(loss_eps), k_hat, door))
 
 
@@ -388,9 +389,9 @@ def uses_stein(teacher_estimate: str | None, model: str, update: str, smoothing:
 @njit(cache=True, parallel=True)
 def _shifted_step(t, theta, m_t, h, member, A, Fs, shifted_targets, act, loss, eps, k_hat):
     """Step ``t`` of each path's two copies with ``lambda*`` moved by ``+h`` and ``-h`` (so every
-    ``theta(s)`` by ``+-h m(s)``, the rest of the path's inputs kept): ``lambda_+-(t) = theta(t) +- h m(t)
-    + sum_{u<t} R_w(t,u) f_+-(u)``, their ``f`` into ``Fs[0 | 1, :, t]`` (2, paths, T), against the targets
-    ``shifted_targets`` (2, paths) of ``lambda* +- h``."""
+    ``theta(s)`` by ``+-h m(s)``, the rest of the path's inputs kept): ``lambda_+-(t) = theta(t) +-
+    h m(t) + sum_{u<t} R_w(t,u) f_+-(u)``, their ``f`` into ``Fs[0 | 1, :, t]`` (2, paths, T),
+    against the targets ``shifted_targets`` (2, paths) of ``lambda* +- h``."""
     for i in prange(theta.shape[0]):
         for k in range(2):
             lam = theta[i] + (h if k == 0 else -h) * m_t
@@ -632,9 +633,10 @@ def _forward(settings: dict, steps: int) -> dict:
     Fp = np.zeros((N, T))
     Fe = np.zeros((N, T if stein else 0))
     h = settings["smoothing"]
-    Fs = np.zeros((2, N if estimate == "difference" else 0, T))  # f of each path's copies at lambda* +- h
-    shifted_targets = np.stack([_targets(settings["task"], lam_star + sign * (h or 0.0), settings["K"], squared)
-                                for sign in (1, -1)])
+    difference = estimate == "difference"
+    Fs = np.zeros((2, N if difference else 0, T))  # f of each path's copies at lambda* +- h
+    shifted_targets = np.stack([_targets(settings["task"], lam_star + sign * h, settings["K"], squared)
+                                for sign in (1, -1)]) if difference else np.zeros((2, 0))
     refresh = settings["refresh"]
     X = np.zeros((N, (T if refresh else W) + 1))  # each path's row J(t, t - W..t) (or whole) of the step at hand
     wholes = _whole_rows(T, W, refresh, settings["refresh_growth"]) if refresh else np.zeros(T + 1, bool)
@@ -672,7 +674,7 @@ def _forward(settings: dict, steps: int) -> dict:
             low = 0
         # E[f lambda*]: by finite differences along Stein's direction, or along it on each path (the two
         # terms of mu_f then cancel path by path), else the plain average of f lambda*.
-        if Fs.shape[1]:
+        if difference:
             _shifted_step(t, theta, A[t, 0], h, member, A, Fs, shifted_targets, act, loss, eps, k_hat)
             f_lam_star = (Fs[0, :, t].mean() - Fs[1, :, t].mean()) / (2 * h)
         else:
