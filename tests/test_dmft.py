@@ -287,9 +287,9 @@ def test_on_plain_p_sgd_s_plateau_the_finite_differences_along_stein_s_direction
     """dmft_momentum's plain P-SGD (alpha 2.5, lr 0.01, b 0.5, tau 2, start 0.2, memory 200, refresh
     20, growth 0.05, smoothing 0.05), 12 solutions of 1,024 paths over 1,300 epochs with each of the
     two estimates of E[f lambda*] that hold for any target: their mean overlaps agree within 3
-    standard errors of the difference at epochs 327, 637, 941 and 1,243 (2026-12-04, a scratch copy:
-    0.336 / 0.432 / 0.508 / 0.516 against 0.403 / 0.450 / 0.517 / 0.551; Stein's pathwise derivative
-    read 0.269 / 0.277 / 0.327 / 0.331, README Theory; about 14 min)."""
+    standard errors of the difference at epochs 327, 637, 941 and 1,243 (2026-12-04: 0.336 / 0.432 /
+    0.508 / 0.516 against 0.403 / 0.450 / 0.517 / 0.551, within 0.93; Stein's pathwise derivative read
+    0.269 / 0.277 / 0.327 / 0.331, README Theory; 877 s)."""
     epochs = [327, 637, 941, 1243]
     keys = dict(alpha=2.5, lr=0.01, epochs=1300, paths=1024, algorithm="p-sgd", memory=200, refresh=20,
                 refresh_growth=0.05, smoothing=0.05, overlap0=0.2)
