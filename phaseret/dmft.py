@@ -203,9 +203,9 @@ def solve(model: str = "pr-quadratic", *, alpha: float, lr: float, epochs: int, 
     difference along Stein's direction of half-width ``smoothing`` (required): each path is run twice
     more with ``lambda*`` moved by ``+-h`` (its other inputs kept), ``E[(f_+ - f_-) / 2h] = E[f lambda*]
     + O(h^2)`` for any target (Gaussian lambda*), at O(paths T^2) more time and 16 paths T bytes; None:
-    Stein's for the plain update without ``smoothing``, else the average (:func:`uses_stein`). On
-    P-SGD's long plateau Stein's pathwise derivative reads below the other two, which agree (README,
-    Theory).
+    Stein's for the plain update without ``smoothing``, else the average
+    (:func:`default_teacher_estimate`). On P-SGD's long plateau Stein's pathwise derivative reads below
+    the other two, which agree (README, Theory).
     ``stored``: replicates solved before, solver seed -> that replicate's per-epoch arrays (as passed
     to ``on_replicate``); they are taken as they are, not solved again (a long solution resumes).
     ``on_replicate(seed, arrays)``: called after each replicate solved here, with its per-epoch
@@ -358,8 +358,7 @@ def _check(model, alpha, lr, epochs, algorithm, update, momentum, batch_fraction
                 replicates=int(replicates), smoothing=None if smoothing is None else float(smoothing),
                 refresh=None if refresh is None else int(refresh),
                 refresh_growth=None if refresh_growth is None else float(refresh_growth),
-                teacher_estimate=teacher_estimate or ("stein" if uses_stein(None, model, update, smoothing)
-                                                      else "average"),
+                teacher_estimate=teacher_estimate or default_teacher_estimate(model, update, smoothing),
                 codes=(act, evaluation, loss, float(loss_eps), k_hat, door))
 
 
@@ -378,12 +377,10 @@ def check_teacher_estimate(field: str, teacher_estimate: str | None, model: str)
                          f"(pr-quadratic, pr-absolute, linear), not {model!r}; use 'average' or leave it out")
 
 
-def uses_stein(teacher_estimate: str | None, model: str, update: str, smoothing: float | None) -> bool:
-    """Whether ``E[f lambda*]`` is averaged along Stein's direction: as asked, else (None) for the plain
-    update without smoothing, where Stein's direction exists."""
-    if teacher_estimate is not None:
-        return teacher_estimate == "stein"
-    return _stein_exists(model) and update == "plain" and smoothing is None
+def default_teacher_estimate(model: str, update: str, smoothing: float | None) -> str:
+    """The estimate of ``E[f lambda*]`` when none is asked for: ``"stein"`` for the plain update
+    without smoothing, where Stein's direction exists, else ``"average"``."""
+    return "stein" if _stein_exists(model) and update == "plain" and smoothing is None else "average"
 
 
 @njit(cache=True, parallel=True)
@@ -608,7 +605,7 @@ def _forward(settings: dict, steps: int) -> dict:
     white = normals[:, 2:]  # xi = sqrt(alpha) L white: xi's covariance is alpha C_f
     squared = settings["model"] == "pr-quadratic"
     target = _targets(settings["task"], lam_star, settings["K"], squared)
-    # Along Stein's direction by default for the plain update without smoothing (:func:`uses_stein`):
+    # Along Stein's direction by default for the plain update without smoothing (default_teacher_estimate):
     # with momentum's larger effective step the derivative grows on the nearly unstable paths of the
     # tail and is the noisier estimate (P-SGD + heavy-ball, alpha 2, epoch 20, 4 solver seeds:
     # 0.155-0.199 against 0.219-0.228 by the product). The pathwise derivative misses what the

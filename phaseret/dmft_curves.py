@@ -11,7 +11,7 @@ the last one; default none, the tail cut), ``refresh_growth`` (with ``refresh``:
 thin out, the next ``max(refresh, floor(g t))`` steps after step t; default none), ``smoothing``
 (finite differences' half-width for the spiking Jacobians; default none), ``teacher_estimate``
 (``"stein"``, ``"average"`` or ``"difference"``, the last with ``smoothing``: how E[f lambda*] is
-averaged over the paths; default the solver's rule, :func:`phaseret.dmft.uses_stein`) and ``replicates``
+averaged over the paths; default :func:`phaseret.dmft.default_teacher_estimate`) and ``replicates``
 (independent solutions averaged, default 1; from 2 on the overlap, the training loss and the
 test error carry the theory's own standard errors, ``dmft_overlap_trajectory_stderr`` and so on,
 drawn as bands). A sub-table named by an optimizer's label, ``[dmft."p-sgd"]``, sets any of these
