@@ -383,6 +383,15 @@ def default_teacher_estimate(model: str, update: str, smoothing: float | None) -
     return "stein" if _stein_exists(model) and update == "plain" and smoothing is None else "average"
 
 
+@njit(cache=True)
+def _force(act, loss, eps, k_hat, lam, target, member):
+    """One path's ``f = s l'(g(lambda) - k_hat; target) g'(lambda)`` (SPEC 2) at pre-activation
+    ``lambda``, ``s`` its batch membership: what the re-run copies of a path (shifted ``lambda*``,
+    finite differences) need; :func:`_sample_step` forms ``f`` with its derivatives in place."""
+    g, g1, _ = derivative.activation(act, lam, eps)
+    return member * derivative.loss_terms(loss, g - k_hat, target)[1] * g1
+
+
 @njit(cache=True, parallel=True)
 def _shifted_step(t, theta, m_t, h, member, A, Fs, shifted_targets, act, loss, eps, k_hat):
     """Step ``t`` of each path's two copies with ``lambda*`` moved by ``+h`` and ``-h`` (so every
@@ -394,9 +403,7 @@ def _shifted_step(t, theta, m_t, h, member, A, Fs, shifted_targets, act, loss, e
             lam = theta[i] + (h if k == 0 else -h) * m_t
             for u in range(t):
                 lam += A[t, 2 + u] * Fs[k, i, u]
-            g, g1, _ = derivative.activation(act, lam, eps)
-            _, l1, _ = derivative.loss_terms(loss, g - k_hat, shifted_targets[k, i])
-            Fs[k, i, t] = member[i, t] * l1 * g1
+            Fs[k, i, t] = _force(act, loss, eps, k_hat, lam, shifted_targets[k, i], member[i, t])
 
 
 def _targets(task: str, lam_star: np.ndarray, K: float, squared: bool) -> np.ndarray:
@@ -549,9 +556,8 @@ def _finite_differences(t, paths, starts, h, Lam, F, member, A, target, act, los
                 for g in range(size):
                     i, s = paths[group[g]], starts[group[g]]
                     if u >= s:
-                        a, a1, _ = derivative.activation(act, Lam[i, u] + d[g], eps)
-                        l1 = derivative.loss_terms(loss, a - k_hat, target[i])[1]
-                        change[u - first, g] = member[i, u] * l1 * a1 - F[i, u]
+                        force = _force(act, loss, eps, k_hat, Lam[i, u] + d[g], target[i], member[i, u])
+                        change[u - first, g] = force - F[i, u]
             for g in range(size):
                 value[g] += sign * change[t - first, g]
         for g in range(size):
