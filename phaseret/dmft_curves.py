@@ -174,6 +174,8 @@ def curves(study, stored: xr.Dataset | None = None, between=None, save=None, rep
     labels = list(dict.fromkeys(label for label, _, _ in wanted))
     alphas = sorted({alpha for _, alpha, _ in wanted})
     values = {name: np.full((len(labels), len(alphas), len(grid)), np.nan) for name in dmft.TRAJECTORIES}
+    most = max(settings["replicates"] for _, _, settings in wanted)
+    by_replicate = np.full((len(labels), len(alphas), most, len(grid)), np.nan)  # NaN past a solution's own
     finished = []
     for label, alpha, settings in wanted:
         index = (labels.index(label), alphas.index(alpha))
@@ -183,6 +185,9 @@ def curves(study, stored: xr.Dataset | None = None, between=None, save=None, rep
             for name in values:
                 if name in old:  # a variable added since that solution was stored stays NaN
                     values[name][index] = old[name].values
+            if "overlap_by_replicate" in old:
+                kept = old.overlap_by_replicate.values[:settings["replicates"]]
+                by_replicate[index][:len(kept)] = kept
             finished.append(entry)
     for label, alpha, settings in wanted:
         entry = [label, alpha, settings]
@@ -203,18 +208,23 @@ def curves(study, stored: xr.Dataset | None = None, between=None, save=None, rep
         on_grid = np.isin(grid, ds.epoch.values)
         for name in values:
             values[name][index][on_grid] = ds[name].sel(epoch=grid[on_grid]).values
+        by_replicate[index][:ds.sizes["replicate"], on_grid] = ds.overlap_by_replicate.sel(epoch=grid[on_grid]).values
         finished.append(entry)
         if save is not None and len(finished) < len(wanted):
-            save(_dataset(study, labels, alphas, values, finished))
-    return _dataset(study, labels, alphas, values, finished)
+            save(_dataset(study, labels, alphas, values, by_replicate, finished))
+    return _dataset(study, labels, alphas, values, by_replicate, finished)
 
 
-def _dataset(study, labels: list, alphas: list, values: dict, finished: list) -> xr.Dataset:
-    """The curves ``values`` (name -> optimizer x alpha x epoch) as the ``dmft.nc`` Dataset, with the
+def _dataset(study, labels: list, alphas: list, values: dict, by_replicate: np.ndarray, finished: list) -> xr.Dataset:
+    """The curves ``values`` (name -> optimizer x alpha x epoch) and each replicate's overlap
+    ``by_replicate`` (optimizer x alpha x replicate x epoch) as the ``dmft.nc`` Dataset, with the
     ``finished`` solutions' settings in its ``solutions`` attribute."""
     data = {name: (("optimizer", "alpha", "epoch"), array, dmft.TRAJECTORIES[name]) for name, array in values.items()}
+    data["overlap_by_replicate"] = (("optimizer", "alpha", "replicate", "epoch"), by_replicate,
+                                    dmft.BY_REPLICATE["overlap_by_replicate"])
     coords = {"optimizer": ("optimizer", labels, {"long_name": "optimizer"}),
               "alpha": ("alpha", alphas, {"long_name": "sample ratio alpha = n/p", "units": "1"}),
+              "replicate": ("replicate", np.arange(by_replicate.shape[2]), {"long_name": "solver seed of a replicate"}),
               "epoch": ("epoch", study.grid, {"long_name": "epoch", "units": "1"})}
     attrs = {"title": f"DMFT (p -> infinity) of study {study.name}", "Conventions": "CF-1.8",
              "solutions": json.dumps(finished), "revision": dmft.REVISION,
@@ -224,9 +234,11 @@ def _dataset(study, labels: list, alphas: list, values: dict, finished: list) ->
 
 def merged(ds: xr.Dataset, curves_ds: xr.Dataset) -> xr.Dataset:
     """The study's dataset with the DMFT's variables as ``dmft_<name>`` over its optimizers and
-    alphas (NaN elsewhere), on the same epoch grid."""
+    alphas (NaN elsewhere), on the same epoch grid; the replicates' dimension as ``dmft_replicate``."""
     extra = curves_ds.rename({name: f"dmft_{name}" for name in curves_ds.data_vars})
+    if "replicate" in extra.dims:  # dmft.nc written before the replicates' overlaps were kept has none
+        extra = extra.rename({"replicate": "dmft_replicate"})
     extra = extra.reindex(optimizer=ds.optimizer.values, alpha=ds.alpha.values)
     extra.attrs = {}
-    return xr.merge([ds, extra.drop_vars([c for c in extra.coords if c not in ("optimizer", "alpha", "epoch")])],
-                    combine_attrs="override")
+    kept = ("optimizer", "alpha", "epoch", "dmft_replicate")
+    return xr.merge([ds, extra.drop_vars([c for c in extra.coords if c not in kept])], combine_attrs="override")

@@ -19,6 +19,7 @@ FIGURES = {
     "hessian": run_figures.hessian_figure,
     "gradient_jumps": run_figures.gradient_jumps_figure,
     "dmft": run_figures.dmft_figure,
+    "momentum_gain": run_figures.momentum_gain_figure,
 }
 
 

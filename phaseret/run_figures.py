@@ -185,18 +185,112 @@ def dmft_figure(ds: xr.Dataset, settings: dict | None = None) -> Figure:
     return figure
 
 
-def _draw_runs(ax, ds: xr.Dataset, name: str, at: dict, colour, label: str) -> None:
-    """The mean over the runs at ``at`` of ``NAME_trajectory`` (each run holding its final value
-    after its stop), shaded +- one standard error."""
+def momentum_gain_figure(ds: xr.Dataset, settings: dict | None = None) -> Figure:
+    """What an update rule gains over plain steps (thesis ch. 5: does momentum help P-SGD and not
+    GD?): overlap(optimizer) - overlap(its plain twin) vs epoch, a panel per pair, a colour per
+    alpha (and p). The twin is the study's optimizer with ``update = "plain"`` and every other
+    optimizer coordinate (model, algorithm, step size, batch) equal. The runs' difference is taken
+    seed by seed (same data and start; a run holds its final value after its stop), its mean shaded
+    +- one standard error; the DMFT's (dashed) replicate by replicate over the replicates both
+    solutions kept (same solver inputs), hatched +- one standard error, or, without them, the
+    difference of the two curves with the two standard errors combined."""
+    pairs = _plain_twins(ds)
+    if not pairs:
+        raise ValueError("plot.figures: momentum_gain needs an optimizer whose update is not plain and its plain "
+                         "twin (same model, algorithm, step size and batch settings) in the study")
+    figure = Figure(figsize=(4.6 * len(pairs) + 1.5, 3.6), layout="constrained")
+    axes = figure.subplots(1, len(pairs), sharey=True, squeeze=False)[0]
+    sizes = [int(p) for p in ds.p.values] if "p" in ds.dims else [None]
+    keys = [(alpha, p) for alpha in ds.alpha.values for p in sizes]
+    colours = dict(zip(keys, plots.colours(len(keys))))
+    epochs = ds.epoch.values
+    for ax, (label, twin) in zip(axes, pairs):
+        for alpha, p in keys:
+            at = {"alpha": alpha} | ({"p": p} if p else {})
+            own, plain = (_held_runs(ds, "overlap", {"optimizer": name} | at) for name in (label, twin))
+            gains = own - plain
+            gains = gains[~np.isnan(gains[:, 0])]
+            if len(gains) > 1:
+                mean, error = gains.mean(axis=0), gains.std(axis=0, ddof=1) / np.sqrt(len(gains))
+                ax.plot(epochs, mean, color=colours[alpha, p],
+                        label=f"alpha={alpha:g}" + (f", p={p}" if p else "") + f", runs (paired, {len(gains)} seeds)")
+                ax.fill_between(epochs, mean - error, mean + error, color=colours[alpha, p], alpha=0.25, linewidth=0)
+            if p == sizes[0] and "dmft_overlap_trajectory" in ds:
+                _draw_dmft_gain(ax, ds, label, twin, alpha, colours[alpha, p] if len(sizes) == 1 else "black")
+        ax.axhline(0.0, color="grey", linewidth=0.8)
+        ax.set_title(textwrap.fill(f"{label} - {twin}", 40), fontsize="small")
+        ax.set_xlabel("epoch")
+    axes[0].set_ylabel("overlap gain over plain steps")
+    plots.figure_legend(figure, {(): list(axes)})
+    plots.figure_title(figure, ds)
+    return figure
+
+
+def _plain_twins(ds: xr.Dataset) -> list[tuple[str, str]]:
+    """``(optimizer, twin)`` for each optimizer whose update is not plain and whose twin, with
+    update plain and every other coordinate along ``optimizer`` but the momentum equal, is in ``ds``."""
+    same = [name for name, coord in ds.optimizer.coords.items()
+            if coord.dims == ("optimizer",) and name not in ("optimizer", "update", "momentum")]
+
+    def key(label):
+        return [ds[name].sel(optimizer=label).item() for name in same]
+
+    def equal(a, b):
+        return all(x == y or (isinstance(x, float) and isinstance(y, float) and np.isnan(x) and np.isnan(y))
+                   for x, y in zip(a, b))
+
+    labels = [str(label) for label in ds.optimizer.values]
+    plain = [label for label in labels if ds["update"].sel(optimizer=label).item() == "plain"]
+    return [(label, twin) for label in labels if label not in plain
+            for twin in plain if equal(key(label), key(twin))]
+
+
+def _draw_dmft_gain(ax, ds: xr.Dataset, label: str, twin: str, alpha: float, colour) -> None:
+    """The DMFT's overlap gain of ``label`` over ``twin`` at ``alpha`` (:func:`momentum_gain_figure`)."""
+    epochs = ds.epoch.values
+    if "dmft_overlap_by_replicate" in ds:
+        own, other = (ds.dmft_overlap_by_replicate.sel(optimizer=name, alpha=alpha).values for name in (label, twin))
+        both = ~np.isnan(own[:, 0]) & ~np.isnan(other[:, 0])
+    else:
+        both = np.zeros(1, dtype=bool)
+    if both.sum() > 1:
+        gains = own[both] - other[both]
+        gain, error = gains.mean(axis=0), gains.std(axis=0, ddof=1) / np.sqrt(both.sum())
+        text = f"alpha={alpha:g}, DMFT (paired, {both.sum()} replicates)"
+    else:
+        curves = ds.dmft_overlap_trajectory.sel(alpha=alpha)
+        gain = (curves.sel(optimizer=label) - curves.sel(optimizer=twin)).values
+        if np.isnan(gain).all():
+            return
+        spread = ds.get("dmft_overlap_trajectory_stderr")
+        error = (np.hypot(spread.sel(optimizer=label, alpha=alpha), spread.sel(optimizer=twin, alpha=alpha)).values
+                 if spread is not None else np.full(len(epochs), np.nan))
+        text = f"alpha={alpha:g}, DMFT"
+    ax.plot(epochs, gain, color=colour, linestyle="--", label=text)
+    if np.isfinite(error).any():
+        ax.fill_between(epochs, gain - error, gain + error, facecolor="none", edgecolor=colour, hatch="//",
+                        linewidth=0, label=f"alpha={alpha:g}, DMFT +- its standard error")
+
+
+def _held_runs(ds: xr.Dataset, name: str, at: dict) -> np.ndarray:
+    """``NAME_trajectory`` at ``at`` as (run, epoch), each run holding its final value after its stop
+    and NaN throughout for runs that never started; the same run order for every ``at``."""
     runs = ds[f"{name}_trajectory"].sel(at)
     epochs = ds.epoch.values
     runs = runs.transpose(*[d for d in runs.dims if d != "epoch"], "epoch").values.reshape(-1, len(epochs))
-    finals = ds[name].sel(at).values.reshape(-1)
-    started = ~np.isnan(runs[:, 0])
-    if not started.any():
+    held = _hold_final(runs, ds[name].sel(at).values.reshape(-1))
+    held[np.isnan(runs[:, 0])] = np.nan
+    return held
+
+
+def _draw_runs(ax, ds: xr.Dataset, name: str, at: dict, colour, label: str) -> None:
+    """The mean over the runs at ``at`` of ``NAME_trajectory`` (each run holding its final value
+    after its stop), shaded +- one standard error."""
+    held = _held_runs(ds, name, at)
+    held = held[~np.isnan(held[:, 0])]
+    if not len(held):
         return
-    held = _hold_final(runs[started], finals[started])
     mean = held.mean(axis=0)
     error = held.std(axis=0, ddof=1) / np.sqrt(len(held)) if len(held) > 1 else 0 * mean
-    ax.plot(epochs, mean, color=colour, label=f"{label}, runs (mean of {len(held)})")
-    ax.fill_between(epochs, mean - error, mean + error, color=colour, alpha=0.25, linewidth=0)
+    ax.plot(ds.epoch.values, mean, color=colour, label=f"{label}, runs (mean of {len(held)})")
+    ax.fill_between(ds.epoch.values, mean - error, mean + error, color=colour, alpha=0.25, linewidth=0)

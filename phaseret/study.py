@@ -33,7 +33,7 @@ STUDY_KEYS = ("name", "description", "seeds", "optimizer", "record", "plot", "dm
 #: Figures a ``[plot]`` table may ask for (``figures``) and what may split them into panels
 #: (``panels``: the optimizer, its coordinates, the model, or the p / hidden axes).
 FIGURES = ("success", "diverged", "test_error", "train_error", "errors", "trajectories", "dynamics", "hessian",
-           "gradient_jumps", "dmft")
+           "gradient_jumps", "dmft", "momentum_gain")
 DEFAULT_FIGURES = ("success", "test_error", "trajectories")
 PANEL_KEYS = ("optimizer", "model", "algorithm", "update", "momentum", "lr", "lr_scaling", "batch_fraction", "tau",
               "p", "hidden")

@@ -108,27 +108,60 @@ def test_an_optimizer_s_own_dmft_table_sets_its_solutions_and_leaves_the_others_
     np.testing.assert_allclose(merged.dmft_overlap_trajectory_stderr.sel(epoch=heavy.epoch),
                                heavy.overlap_trajectory_stderr)
     assert merged.dmft_overlap_trajectory.sel(epoch=[4, 5]).isnull().all()  # its own horizon, 3
+    np.testing.assert_allclose(merged.dmft_overlap_by_replicate.sel(epoch=heavy.epoch).transpose("dmft_replicate", ...),
+                               heavy.overlap_by_replicate)
+    alone = ds.dmft_overlap_by_replicate.sel(optimizer="gd", epoch=gd.epoch)  # one replicate, NaN for a second
+    np.testing.assert_allclose(alone.sel(dmft_replicate=0), gd.overlap_trajectory)
+    assert alone.sel(dmft_replicate=1).isnull().all()
     solved = {entry[0]: entry[2] for entry in json.loads(xr.load_dataset(tmp_path / "dmft.nc").attrs["solutions"])}
     assert (solved["gd"]["replicates"], solved["gd"]["epochs"]) == (1, 5)
     assert (solved["p-sgd+heavy-ball"]["replicates"], solved["p-sgd+heavy-ball"]["epochs"]) == (2, 3)
 
 
 def test_a_stored_solution_without_a_variable_added_since_is_reused_with_it_missing(tmp_path, monkeypatch):
-    """A ``dmft.nc`` written before the loss's and test error's standard errors existed: its
-    solutions are reused, not solved again, with those two NaN and the rest as stored."""
+    """A ``dmft.nc`` written before the loss's and test error's standard errors and the replicates'
+    overlaps existed: its solutions are reused, not solved again, with those NaN and the rest as stored."""
     study = build_study(STUDY | {"alpha": 5.0, "dmft": {"paths": 1024, "epochs": 4, "replicates": 2,
                                                           "optimizers": ["gd"]}})
     run_study(study, tmp_path, progress=False)
-    added = ["train_loss_trajectory_stderr", "test_error_trajectory_stderr"]
+    added = ["train_loss_trajectory_stderr", "test_error_trajectory_stderr", "overlap_by_replicate"]
     written = xr.load_dataset(tmp_path / "dmft.nc")
     assert (written[added].sel(epoch=[2, 3, 4]) > 0).all().to_array().all()
-    written.drop_vars(added).to_netcdf(tmp_path / "dmft.nc")
+    written.drop_vars(added + ["replicate"]).to_netcdf(tmp_path / "dmft.nc")
     monkeypatch.setattr(dmft, "solve", lambda **keys: pytest.fail("a stored solution was solved again"))
     ds = xr.load_dataset(run_study(study, tmp_path, progress=False)).sel(optimizer="gd", alpha=5.0)
     assert all(ds[f"dmft_{name}"].isnull().all() for name in added)
     xr.testing.assert_equal(ds.dmft_overlap_trajectory_stderr.drop_vars(ds.dmft_overlap_trajectory_stderr.coords),
                             written.overlap_trajectory_stderr.sel(optimizer="gd", alpha=5.0)
-                            .drop_vars(written.coords).rename(None))
+                            .drop_vars(written.overlap_trajectory_stderr.coords).rename(None))
+
+
+def test_the_momentum_gain_pairs_runs_by_seed_and_dmft_solutions_by_replicate(tmp_path):
+    """GD and GD + heavy-ball (the twin: same algorithm and step size, plain update): the figure's
+    runs line is the mean over seeds of heavy-ball's overlap minus GD's, the DMFT's the mean over
+    replicates of the replicates' differences, its band +- their standard error."""
+    table = STUDY | {"alpha": 5.0, "seeds": 3, "plot": {"figures": ["momentum_gain"]},
+                     "optimizer": [{"algorithm": "gd", "lr": 0.02},
+                                   {"algorithm": "gd", "update": "heavy-ball", "momentum": 0.5, "lr": 0.02}],
+                     "dmft": {"paths": 1024, "epochs": 5, "replicates": 3}}
+    ds = xr.load_dataset(run_study(build_study(table), tmp_path, progress=False))
+    assert {f.name for f in plot_folder(tmp_path)} == {"dm_momentum_gain.png", "dm_momentum_gain.pdf"}
+    ax = run_figures.momentum_gain_figure(ds).axes[0]
+    assert ax.get_title() == "gd+heavy-ball - gd"
+    lines = {line.get_label(): line.get_ydata() for line in ax.get_lines()}
+    runs = ds.overlap_trajectory.sel(alpha=5.0, optimizer="gd+heavy-ball") - ds.overlap_trajectory.sel(alpha=5.0,
+                                                                                                     optimizer="gd")
+    np.testing.assert_allclose(lines["alpha=5, runs (paired, 3 seeds)"], runs.mean("seed"))
+    each = ds.dmft_overlap_by_replicate.sel(alpha=5.0, epoch=range(6))
+    gains = (each.sel(optimizer="gd+heavy-ball") - each.sel(optimizer="gd")).transpose("dmft_replicate", "epoch").values
+    np.testing.assert_allclose(lines["alpha=5, DMFT (paired, 3 replicates)"][:6], gains.mean(0))
+    assert np.abs(gains[:, 1:]).min() > 0  # heavy-ball's gain is not zero, so the test tells pairs apart
+    band = next(c for c in ax.collections if c.get_label() == "alpha=5, DMFT +- its standard error")
+    edges = band.get_paths()[0].vertices[:, 1]
+    error = gains.std(0, ddof=1) / np.sqrt(3)
+    np.testing.assert_allclose([edges.max(), edges.min()], [(gains.mean(0) + error).max(), (gains.mean(0) - error).min()])
+    with pytest.raises(ValueError, match="^plot.figures: momentum_gain needs"):
+        run_figures.momentum_gain_figure(ds.sel(optimizer=["gd"]))
 
 
 def test_a_study_over_several_p_draws_each_p_s_runs_beside_the_dmft(tmp_path):
