@@ -211,7 +211,7 @@ def momentum_gain_figure(ds: xr.Dataset, settings: dict | None = None) -> Figure
             gains = own - plain
             gains = gains[~np.isnan(gains[:, 0])]
             if len(gains) > 1:
-                mean, error = gains.mean(axis=0), gains.std(axis=0, ddof=1) / np.sqrt(len(gains))
+                mean, error = _mean_and_stderr(gains)
                 ax.plot(epochs, mean, color=colours[alpha, p],
                         label=f"alpha={alpha:g}" + (f", p={p}" if p else "") + f", runs (paired, {len(gains)} seeds)")
                 ax.fill_between(epochs, mean - error, mean + error, color=colours[alpha, p], alpha=0.25, linewidth=0)
@@ -255,7 +255,7 @@ def _draw_dmft_gain(ax, ds: xr.Dataset, label: str, twin: str, alpha: float, col
         both = np.zeros(1, dtype=bool)
     if both.sum() > 1:
         gains = own[both] - other[both]
-        gain, error = gains.mean(axis=0), gains.std(axis=0, ddof=1) / np.sqrt(both.sum())
+        gain, error = _mean_and_stderr(gains)
         text = f"alpha={alpha:g}, DMFT (paired, {both.sum()} replicates)"
     else:
         curves = ds.dmft_overlap_trajectory.sel(alpha=alpha)
@@ -270,6 +270,12 @@ def _draw_dmft_gain(ax, ds: xr.Dataset, label: str, twin: str, alpha: float, col
     if np.isfinite(error).any():
         ax.fill_between(epochs, gain - error, gain + error, facecolor="none", edgecolor=colour, hatch="//",
                         linewidth=0, label=f"alpha={alpha:g}, DMFT +- its standard error")
+
+
+def _mean_and_stderr(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mean over ``rows`` (axis 0) and its standard error (zero for one row)."""
+    mean = rows.mean(axis=0)
+    return mean, rows.std(axis=0, ddof=1) / np.sqrt(len(rows)) if len(rows) > 1 else 0 * mean
 
 
 def _held_runs(ds: xr.Dataset, name: str, at: dict) -> np.ndarray:
@@ -290,7 +296,6 @@ def _draw_runs(ax, ds: xr.Dataset, name: str, at: dict, colour, label: str) -> N
     held = held[~np.isnan(held[:, 0])]
     if not len(held):
         return
-    mean = held.mean(axis=0)
-    error = held.std(axis=0, ddof=1) / np.sqrt(len(held)) if len(held) > 1 else 0 * mean
+    mean, error = _mean_and_stderr(held)
     ax.plot(ds.epoch.values, mean, color=colour, label=f"{label}, runs (mean of {len(held)})")
     ax.fill_between(ds.epoch.values, mean - error, mean + error, color=colour, alpha=0.25, linewidth=0)
