@@ -100,6 +100,20 @@ def _analyze(args) -> int:
     return 0
 
 
+def _compare(args) -> int:
+    from . import dmft_agreement
+    from .folders import open_folder
+
+    _, ds = open_folder(Path(args.dir))
+    runs = open_folder(Path(args.runs))[1] if args.runs else None
+    result = dmft_agreement.agreement(ds, runs)
+    paths = dmft_agreement.write(result, Path(args.runs or args.dir))
+    print(dmft_agreement.markdown(result))
+    for path in paths:
+        print(path)
+    return 0
+
+
 def _table(args) -> int:
     from .tables import write_table
 
@@ -147,6 +161,12 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--out", help="where to write (default: the one DIR; required for several)")
     analyze.add_argument("--link", default="logistic", help="logistic (default) or probit")
     analyze.set_defaults(command=_analyze)
+
+    compare = commands.add_parser("compare", help="the DMFT against the runs: gaps in standard errors, momentum's "
+                                                  "paired gain (dmft_agreement.nc and .md beside the runs)")
+    compare.add_argument("dir", help="a results folder whose study has a [dmft] table")
+    compare.add_argument("--runs", help="the runs from this folder of the same study instead (e.g. its full scale)")
+    compare.set_defaults(command=_compare)
 
     table = commands.add_parser("table", help="epochs to converge per optimizer and alpha (thesis table 4.1): "
                                               "Markdown on stdout, CSV beside the dataset")

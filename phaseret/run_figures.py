@@ -11,11 +11,7 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from . import plots
-
-
-def _hold_final(runs: np.ndarray, finals: np.ndarray) -> np.ndarray:
-    """Trajectories (seed, epoch) with each run's final value over the NaNs after its stop."""
-    return np.where(np.isnan(runs), finals[:, None], runs)
+from .paired import dmft_gain, hold_final, held_runs, mean_and_stderr, plain_twins, runs_gain, started
 
 
 def trajectory_figure(ds: xr.Dataset, settings: dict | None = None) -> Figure:
@@ -34,7 +30,7 @@ def trajectory_figure(ds: xr.Dataset, settings: dict | None = None) -> Figure:
             runs = line.sel(alpha=alpha).transpose("seed", "epoch").values
             if np.isnan(runs[:, 0]).all():
                 continue  # this optimizer does not run this alpha
-            median = np.median(_hold_final(runs, finals[label].sel(alpha=alpha).values), axis=0)
+            median = np.median(hold_final(runs, finals[label].sel(alpha=alpha).values), axis=0)
             ax.plot(line.epoch.values[1:], median[1:], color=colours[alpha], label=f"alpha={alpha:g}")
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -194,7 +190,7 @@ def momentum_gain_figure(ds: xr.Dataset, settings: dict | None = None) -> Figure
     +- one standard error; the DMFT's (dashed) replicate by replicate over the replicates both
     solutions kept (same solver inputs), hatched +- one standard error, or, without them, the
     difference of the two curves with the two standard errors combined."""
-    pairs = _plain_twins(ds)
+    pairs = plain_twins(ds)
     if not pairs:
         raise ValueError("plot.figures: momentum_gain needs an optimizer whose update is not plain and its plain "
                          "twin (same model, algorithm, step size and batch settings) in the study")
@@ -207,11 +203,9 @@ def momentum_gain_figure(ds: xr.Dataset, settings: dict | None = None) -> Figure
     for ax, (label, twin) in zip(axes, pairs):
         for alpha, p in keys:
             at = {"alpha": alpha} | ({"p": p} if p else {})
-            own, plain = (_held_runs(ds, "overlap", {"optimizer": name} | at) for name in (label, twin))
-            gains = own - plain
-            gains = gains[~np.isnan(gains[:, 0])]
+            gains = runs_gain(ds, label, twin, at)
             if len(gains) > 1:
-                mean, error = _mean_and_stderr(gains)
+                mean, error = mean_and_stderr(gains)
                 ax.plot(epochs, mean, color=colours[alpha, p],
                         label=f"alpha={alpha:g}" + (f", p={p}" if p else "") + f", runs (paired, {len(gains)} seeds)")
                 ax.fill_between(epochs, mean - error, mean + error, color=colours[alpha, p], alpha=0.25, linewidth=0)
@@ -226,76 +220,24 @@ def momentum_gain_figure(ds: xr.Dataset, settings: dict | None = None) -> Figure
     return figure
 
 
-def _plain_twins(ds: xr.Dataset) -> list[tuple[str, str]]:
-    """``(optimizer, twin)`` for each optimizer whose update is not plain and whose twin, with
-    update plain and every other coordinate along ``optimizer`` but the momentum equal, is in ``ds``."""
-    same = [name for name, coord in ds.optimizer.coords.items()
-            if coord.dims == ("optimizer",) and name not in ("optimizer", "update", "momentum")]
-
-    def key(label):
-        return [ds[name].sel(optimizer=label).item() for name in same]
-
-    def equal(a, b):
-        return all(x == y or (isinstance(x, float) and isinstance(y, float) and np.isnan(x) and np.isnan(y))
-                   for x, y in zip(a, b))
-
-    labels = [str(label) for label in ds.optimizer.values]
-    plain = [label for label in labels if ds["update"].sel(optimizer=label).item() == "plain"]
-    return [(label, twin) for label in labels if label not in plain
-            for twin in plain if equal(key(label), key(twin))]
-
-
 def _draw_dmft_gain(ax, ds: xr.Dataset, label: str, twin: str, alpha: float, colour) -> None:
     """The DMFT's overlap gain of ``label`` over ``twin`` at ``alpha`` (:func:`momentum_gain_figure`)."""
-    epochs = ds.epoch.values
-    if "dmft_overlap_by_replicate" in ds:
-        own, other = (ds.dmft_overlap_by_replicate.sel(optimizer=name, alpha=alpha).values for name in (label, twin))
-        both = ~np.isnan(own[:, 0]) & ~np.isnan(other[:, 0])
-    else:
-        both = np.zeros(1, dtype=bool)
-    if both.sum() > 1:
-        gains = own[both] - other[both]
-        gain, error = _mean_and_stderr(gains)
-        text = f"alpha={alpha:g}, DMFT (paired, {both.sum()} replicates)"
-    else:
-        curves = ds.dmft_overlap_trajectory.sel(alpha=alpha)
-        gain = (curves.sel(optimizer=label) - curves.sel(optimizer=twin)).values
-        if np.isnan(gain).all():
-            return
-        spread = ds.get("dmft_overlap_trajectory_stderr")
-        error = (np.hypot(spread.sel(optimizer=label, alpha=alpha), spread.sel(optimizer=twin, alpha=alpha)).values
-                 if spread is not None else np.full(len(epochs), np.nan))
-        text = f"alpha={alpha:g}, DMFT"
-    ax.plot(epochs, gain, color=colour, linestyle="--", label=text)
+    gain, error, paired = dmft_gain(ds, label, twin, alpha)
+    if np.isnan(gain).all():
+        return
+    ax.plot(ds.epoch.values, gain, color=colour, linestyle="--",
+            label=f"alpha={alpha:g}, DMFT" + (f" (paired, {paired} replicates)" if paired else ""))
     if np.isfinite(error).any():
-        ax.fill_between(epochs, gain - error, gain + error, facecolor="none", edgecolor=colour, hatch="//",
+        ax.fill_between(ds.epoch.values, gain - error, gain + error, facecolor="none", edgecolor=colour, hatch="//",
                         linewidth=0, label=f"alpha={alpha:g}, DMFT +- its standard error")
-
-
-def _mean_and_stderr(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The mean over ``rows`` (axis 0) and its standard error (zero for one row)."""
-    mean = rows.mean(axis=0)
-    return mean, rows.std(axis=0, ddof=1) / np.sqrt(len(rows)) if len(rows) > 1 else 0 * mean
-
-
-def _held_runs(ds: xr.Dataset, name: str, at: dict) -> np.ndarray:
-    """``NAME_trajectory`` at ``at`` as (run, epoch), each run holding its final value after its stop
-    and NaN throughout for runs that never started; the same run order for every ``at``."""
-    runs = ds[f"{name}_trajectory"].sel(at)
-    epochs = ds.epoch.values
-    runs = runs.transpose(*[d for d in runs.dims if d != "epoch"], "epoch").values.reshape(-1, len(epochs))
-    held = _hold_final(runs, ds[name].sel(at).values.reshape(-1))
-    held[np.isnan(runs[:, 0])] = np.nan
-    return held
 
 
 def _draw_runs(ax, ds: xr.Dataset, name: str, at: dict, colour, label: str) -> None:
     """The mean over the runs at ``at`` of ``NAME_trajectory`` (each run holding its final value
     after its stop), shaded +- one standard error."""
-    held = _held_runs(ds, name, at)
-    held = held[~np.isnan(held[:, 0])]
+    held = started(held_runs(ds, name, at))
     if not len(held):
         return
-    mean, error = _mean_and_stderr(held)
+    mean, error = mean_and_stderr(held)
     ax.plot(ds.epoch.values, mean, color=colour, label=f"{label}, runs (mean of {len(held)})")
     ax.fill_between(ds.epoch.values, mean - error, mean + error, color=colour, alpha=0.25, linewidth=0)

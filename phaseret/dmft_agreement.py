@@ -1,0 +1,198 @@
+"""How far a study's DMFT lies from its runs (issue 16), in the runs' own units and in standard
+errors, so that the comparisons of the README can be rerun: ``phaseret compare DIR``.
+
+For each optimizer with DMFT curves, alpha and quantity (overlap, test error) and each grid epoch
+t the DMFT solved: the gap ``g(t) = DMFT(t) - mean of the runs(t)`` and its standard error
+``s(t) = hypot(runs' stderr, DMFT's stderr over its replicates)`` (each run holds its final value
+after its stop). Reported: the largest ``|g| / s`` and its epoch, the largest ``|g|``, the epochs
+where the DMFT lies above (by 1e-9 or more), and the mean of g over the last half of the compared epochs (on the
+log-spaced grid: late times). For each optimizer and its plain twin (``momentum_gain``): the gain
+overlap(optimizer) - overlap(twin), paired seed by seed in the runs and replicate by replicate in
+the DMFT, at the last compared epoch, and the largest gap between the two gains in standard errors.
+
+The runs may come from another folder of the same study (``--runs``: the full scale's p = 4096
+runs against the DMFT of the quick folder); they are interpolated onto the DMFT's grid linearly
+in log(1 + epoch) where the grids differ. A gap below 1e-9 counts as 0 standard errors (at the
+shared start both standard errors are 0 up to rounding), a larger one with no error as infinitely many."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from .paired import dmft_gain, held_runs, mean_and_stderr, plain_twins, runs_gain, started
+
+QUANTITIES = ("overlap", "test_error")
+#: Below this a gap with zero standard error counts as none (the runs' and DMFT's shared start).
+EXACT = 1e-9
+
+
+def _in_stderr(gap: np.ndarray, error: np.ndarray) -> np.ndarray:
+    """``|gap| / error``: 0 for a gap below :data:`EXACT` (the shared start), inf for a larger gap
+    with a zero error."""
+    ratio = np.divide(np.abs(gap), error, out=np.full(np.shape(gap), np.inf), where=error > 0)
+    return np.where(np.abs(gap) < EXACT, 0.0, ratio)
+
+
+def _on_grid(rows: np.ndarray, epochs: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Rows (run, epoch over ``epochs``) on ``grid``, linear in log(1 + epoch); NaN past ``epochs``."""
+    if len(epochs) == len(grid) and (epochs == grid).all():
+        return rows
+    x, at = np.log1p(epochs), np.log1p(grid)
+    out = np.array([np.interp(at, x, row) for row in rows]).reshape(len(rows), len(grid))
+    out[:, grid > epochs[-1]] = np.nan
+    return out
+
+
+def _check(dmft_ds: xr.Dataset, runs_ds: xr.Dataset) -> None:
+    """Refuse, naming the reason, datasets that cannot be compared."""
+    if "dmft_overlap_trajectory" not in dmft_ds:
+        raise ValueError("DIR: the dataset holds no DMFT curves; give the study a [dmft] table and run it")
+    if "overlap_trajectory" not in runs_ds:
+        raise ValueError("--runs: the runs' dataset holds no trajectories (folders drawn together with different "
+                         "epoch grids); compare one folder at a time")
+    if "p" in runs_ds.dims:
+        raise ValueError("--runs: the runs' dataset has several p; compare one folder (one p) at a time")
+    labels = [str(label) for label in dmft_ds.optimizer.values if _has_dmft(dmft_ds, label)]
+    missing = [label for label in labels if label not in runs_ds.optimizer.values]
+    if missing:
+        raise ValueError(f"--runs: the runs' dataset has no optimizer {', '.join(missing)} (it has "
+                         f"{', '.join(map(str, runs_ds.optimizer.values))}); compare runs of the same study")
+    settings = [name for name, coord in dmft_ds.optimizer.coords.items()
+                if coord.dims == ("optimizer",) and name != "optimizer" and name in runs_ds.coords]
+    for label, name in itertools.product(labels, settings):
+        theory, runs = (d[name].sel(optimizer=label).item() for d in (dmft_ds, runs_ds))
+        if theory != runs and not (theory != theory and runs != runs):  # NaN (no momentum) equals NaN
+            raise ValueError(f"--runs: optimizer {label} has {name} = {runs!r} in the runs but {theory!r} in the DMFT's "
+                             "study; compare runs of the same study")
+    starts = [json.loads(d.attrs.get("study", "{}")).get("init_overlap") for d in (dmft_ds, runs_ds)]
+    if starts[0] != starts[1]:
+        raise ValueError(f"--runs: the runs start at init_overlap = {starts[1]!r}, the DMFT at {starts[0]!r}; "
+                         "compare runs of the same study")
+
+
+def _has_dmft(ds: xr.Dataset, label) -> bool:
+    return bool(np.isfinite(ds.dmft_overlap_trajectory.sel(optimizer=label)).any())
+
+
+def agreement(dmft_ds: xr.Dataset, runs_ds: xr.Dataset | None = None) -> xr.Dataset:
+    """The DMFT of ``dmft_ds`` against the runs of ``runs_ds`` (default the same dataset): the
+    curves' table over ``(quantity, optimizer, alpha)`` and the gains' table over ``(pair,
+    alpha)``, NaN where an optimizer has no DMFT or the runs lack an alpha (module docstring)."""
+    runs_ds = dmft_ds if runs_ds is None else runs_ds
+    _check(dmft_ds, runs_ds)
+    labels = [str(label) for label in dmft_ds.optimizer.values if _has_dmft(dmft_ds, label)]
+    alphas = [a for a in dmft_ds.alpha.values if a in runs_ds.alpha.values]
+    grid = dmft_ds.epoch.values
+    quantities = [q for q in QUANTITIES if f"dmft_{q}_trajectory" in dmft_ds and f"{q}_trajectory" in runs_ds]
+    names = ("largest_gap_in_stderr", "epoch_of_largest_gap_in_stderr", "largest_gap", "late_mean_gap",
+             "epochs_above", "epochs_compared", "runs", "replicates", "last_epoch")
+    table = {name: np.full((len(quantities), len(labels), len(alphas)), np.nan) for name in names}
+    for (q, quantity), (o, label), (a, alpha) in _cells(quantities, labels, alphas):
+        theory = dmft_ds[f"dmft_{quantity}_trajectory"].sel(optimizer=label, alpha=alpha).values
+        spread = dmft_ds.get(f"dmft_{quantity}_trajectory_stderr")
+        theory_error = spread.sel(optimizer=label, alpha=alpha).values if spread is not None else 0 * theory
+        runs = started(held_runs(runs_ds, quantity, {"optimizer": label, "alpha": alpha}))
+        mean, error = mean_and_stderr(_on_grid(runs, runs_ds.epoch.values, grid))
+        gap = theory - mean
+        compared = np.isfinite(gap)
+        if not compared.any():
+            continue
+        ratio = _in_stderr(gap, np.hypot(error, np.nan_to_num(theory_error)))[compared]
+        late = gap[compared][len(ratio) // 2:]
+        values = {"largest_gap_in_stderr": ratio.max(), "epoch_of_largest_gap_in_stderr": grid[compared][ratio.argmax()],
+                  "largest_gap": np.abs(gap[compared]).max(), "late_mean_gap": late.mean(),
+                  "epochs_above": (gap[compared] >= EXACT).sum(), "epochs_compared": compared.sum(), "runs": len(runs),
+                  "replicates": _replicates(dmft_ds, label, alpha), "last_epoch": grid[compared][-1]}
+        for name, value in values.items():
+            table[name][q, o, a] = value
+    dims = ("quantity", "optimizer", "alpha")
+    data = {name: (dims, array) for name, array in table.items()}
+    data |= _gains(dmft_ds, runs_ds, labels, alphas, grid)
+    p = runs_ds.p.item() if "p" in runs_ds.coords else None
+    return xr.Dataset(data, coords={"quantity": quantities, "optimizer": labels, "alpha": alphas},
+                      attrs={"title": "DMFT against the runs (phaseret compare)", "Conventions": "CF-1.8",
+                             **({"runs_p": int(p)} if p is not None else {})})
+
+
+def _cells(*axes):
+    """Every combination of the axes' (index, value) pairs."""
+    return itertools.product(*(list(enumerate(axis)) for axis in axes))
+
+
+def _replicates(ds: xr.Dataset, label: str, alpha: float) -> int:
+    """How many replicates the DMFT of ``label`` at ``alpha`` averaged (1 without their record)."""
+    if "dmft_overlap_by_replicate" not in ds:
+        return 1
+    rows = ds.dmft_overlap_by_replicate.sel(optimizer=label, alpha=alpha).values
+    return max(1, int((~np.isnan(rows[:, 0])).sum()))
+
+
+def _gains(dmft_ds, runs_ds, labels, alphas, grid) -> dict:
+    """The gains' table (module docstring) as Dataset variables over ``(pair, alpha)``."""
+    pairs = [(label, twin) for label, twin in plain_twins(dmft_ds) if label in labels and twin in labels]
+    names = ("runs_gain", "runs_gain_stderr", "dmft_gain", "dmft_gain_stderr", "gain_epoch",
+             "largest_gain_gap_in_stderr", "epoch_of_largest_gain_gap_in_stderr")
+    table = {name: np.full((len(pairs), len(alphas)), np.nan) for name in names}
+    for (i, (label, twin)), (a, alpha) in _cells(pairs, alphas):
+        runs = _on_grid(runs_gain(runs_ds, label, twin, {"alpha": alpha}), runs_ds.epoch.values, grid)
+        runs_mean, runs_error = mean_and_stderr(runs)
+        theory, theory_error, _ = dmft_gain(dmft_ds, label, twin, alpha)
+        gap = theory - runs_mean
+        compared = np.isfinite(gap)
+        if not compared.any():
+            continue
+        ratio = _in_stderr(gap, np.hypot(runs_error, np.nan_to_num(theory_error)))[compared]
+        last = np.flatnonzero(compared)[-1]
+        values = {"runs_gain": runs_mean[last], "runs_gain_stderr": runs_error[last], "dmft_gain": theory[last],
+                  "dmft_gain_stderr": theory_error[last], "gain_epoch": grid[last],
+                  "largest_gain_gap_in_stderr": ratio.max(),
+                  "epoch_of_largest_gain_gap_in_stderr": grid[compared][ratio.argmax()]}
+        for name, value in values.items():
+            table[name][i, a] = value
+    pair_names = [f"{label} - {twin}" for label, twin in pairs]
+    return {name: (("pair", "alpha"), array) for name, array in table.items()} | {"pair": ("pair", pair_names)}
+
+
+def markdown(result: xr.Dataset) -> str:
+    """The two tables of :func:`agreement` in Markdown."""
+    p = f" at p = {result.attrs['runs_p']}" if "runs_p" in result.attrs else ""
+    rows = [f"DMFT against the runs{p}: gap = DMFT - mean of the runs, in standard errors of the difference",
+            "", "| optimizer | alpha | quantity | largest gap (SE) | at epoch | largest gap | late mean gap | "
+            "DMFT above | runs | replicates | last epoch |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for label, alpha, quantity in itertools.product(result.optimizer.values, result.alpha.values, result.quantity.values):
+        line = result.sel(optimizer=label, alpha=alpha, quantity=quantity)
+        if np.isnan(float(line.largest_gap_in_stderr)):
+            continue
+        rows.append(f"| {label} | {alpha:g} | {quantity} | {float(line.largest_gap_in_stderr):.2f} | "
+                    f"{int(line.epoch_of_largest_gap_in_stderr)} | {float(line.largest_gap):.3f} | "
+                    f"{float(line.late_mean_gap):+.3f} | {int(line.epochs_above)} of {int(line.epochs_compared)} | "
+                    f"{int(line.runs)} | {int(line.replicates)} | {int(line.last_epoch)} |")
+    if result.sizes.get("pair"):
+        rows += ["", "Gain over the plain twin (overlap), paired: runs seed by seed, DMFT replicate by replicate", "",
+                 "| pair | alpha | epoch | runs' gain | DMFT's gain | largest gap between them (SE) | at epoch |",
+                 "|---|---|---|---|---|---|---|"]
+        for pair, alpha in itertools.product(result.pair.values, result.alpha.values):
+            line = result.sel(pair=pair, alpha=alpha)
+            if np.isnan(float(line.runs_gain)):
+                continue
+            rows.append(f"| {pair} | {alpha:g} | {int(line.gain_epoch)} | {float(line.runs_gain):+.3f} +- "
+                        f"{float(line.runs_gain_stderr):.3f} | {float(line.dmft_gain):+.3f} +- "
+                        f"{float(line.dmft_gain_stderr):.3f} | {float(line.largest_gain_gap_in_stderr):.2f} | "
+                        f"{int(line.epoch_of_largest_gain_gap_in_stderr)} |")
+    return "\n".join(rows)
+
+
+def write(result: xr.Dataset, out_dir: Path) -> list[Path]:
+    """``dmft_agreement.nc`` and ``dmft_agreement.md`` in ``out_dir``."""
+    from .results import write_dataset
+
+    out_dir = Path(out_dir)
+    path = out_dir / "dmft_agreement.nc"
+    write_dataset(result, path)
+    (out_dir / "dmft_agreement.md").write_text(markdown(result) + "\n")
+    return [path, out_dir / "dmft_agreement.md"]

@@ -1,0 +1,120 @@
+"""The DMFT against a study's runs (:mod:`phaseret.dmft_agreement`, ``phaseret compare``)."""
+
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from phaseret import dmft_agreement
+from phaseret.cli import main
+from phaseret.runner import run_study
+from phaseret.study import build_study
+
+STUDY = {"name": "agree", "model": "pr-quadratic", "p": 256, "alpha": 5.0, "seeds": 3, "max_epochs": 6,
+         "init": "overlap", "init_overlap": 0.2,
+         "optimizer": [{"algorithm": "gd", "lr": 0.02},
+                       {"algorithm": "gd", "update": "heavy-ball", "momentum": 0.5, "lr": 0.02}],
+         "dmft": {"paths": 1024, "epochs": 5, "replicates": 3}}
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    out = tmp_path_factory.mktemp("agree")
+    run_study(build_study(STUDY), out, progress=False)
+    return out
+
+
+@pytest.fixture
+def ds(folder):
+    return xr.load_dataset(folder / "agree.nc")
+
+
+def _runs(ds, label):
+    return ds.overlap_trajectory.sel(optimizer=label, alpha=5.0).transpose("seed", "epoch").values
+
+
+def test_the_largest_gap_is_counted_in_standard_errors_of_the_difference(ds):
+    """GD's DMFT moved to 4 standard errors of the difference above the runs at epoch 3: the table
+    names 4 at epoch 3, its size in overlap units, and the epochs the DMFT lies above."""
+    runs = _runs(ds, "gd")
+    error = np.hypot(runs.std(0, ddof=1) / np.sqrt(3), ds.dmft_overlap_trajectory_stderr.sel(optimizer="gd").values[0])
+    moved = runs.mean(0)[3] + 4 * error[3]
+    ds.dmft_overlap_trajectory.loc[dict(optimizer="gd", epoch=3)] = moved
+    line = dmft_agreement.agreement(ds).sel(optimizer="gd", alpha=5.0, quantity="overlap")
+    assert float(line.largest_gap_in_stderr) == pytest.approx(4.0)
+    assert int(line.epoch_of_largest_gap_in_stderr) == 3
+    assert float(line.largest_gap) == pytest.approx(4 * error[3])
+    theory = ds.dmft_overlap_trajectory.sel(optimizer="gd").values[0]
+    assert int(line.epochs_compared) == 6 and int(line.last_epoch) == 5  # epochs 0-5: the DMFT's horizon
+    assert int(line.epochs_above) == int((theory - runs.mean(0) >= 1e-9).sum())  # not the shared start
+    assert int(line.runs) == 3 and int(line.replicates) == 3
+    assert float(line.late_mean_gap) == pytest.approx((theory - runs.mean(0))[3:6].mean())  # last half of 0-5
+
+
+def test_a_stopped_run_holds_its_final_value(ds):
+    """A run that stopped after epoch 2 counts with its final overlap at the epochs after, not
+    left out: the gap at epoch 5 follows that final value."""
+    ds.overlap_trajectory.loc[dict(optimizer="gd", seed=0, epoch=[3, 4, 5])] = np.nan
+    ds.overlap.loc[dict(optimizer="gd", seed=0)] = 0.9
+    runs = _runs(ds, "gd")
+    runs[0, 3:] = 0.9
+    theory = ds.dmft_overlap_trajectory.sel(optimizer="gd").values[0]
+    line = dmft_agreement.agreement(ds).sel(optimizer="gd", alpha=5.0, quantity="overlap")
+    assert float(line.largest_gap) == pytest.approx(np.abs(theory[:6] - runs.mean(0)[:6]).max())
+
+
+def test_momentum_s_gain_is_paired_seed_by_seed_and_replicate_by_replicate(ds):
+    """The runs' gain and its error are those of the seeds' differences (not of two independent
+    means), the DMFT's those of the replicates' differences."""
+    result = dmft_agreement.agreement(ds).sel(pair="gd+heavy-ball - gd", alpha=5.0)
+    gains = _runs(ds, "gd+heavy-ball")[:, 5] - _runs(ds, "gd")[:, 5]
+    assert int(result.gain_epoch) == 5
+    assert float(result.runs_gain) == pytest.approx(gains.mean())
+    assert float(result.runs_gain_stderr) == pytest.approx(gains.std(ddof=1) / np.sqrt(3))
+    each = ds.dmft_overlap_by_replicate.sel(alpha=5.0, epoch=5)
+    theory = (each.sel(optimizer="gd+heavy-ball") - each.sel(optimizer="gd")).values
+    assert float(result.dmft_gain) == pytest.approx(theory.mean())
+    assert float(result.dmft_gain_stderr) == pytest.approx(theory.std(ddof=1) / np.sqrt(3))
+    unpaired = np.hypot(*(ds.dmft_overlap_trajectory_stderr.sel(optimizer=o, alpha=5.0, epoch=5).item()
+                          for o in ("gd", "gd+heavy-ball")))
+    assert abs(float(result.dmft_gain_stderr) - unpaired) > 0.1 * unpaired  # pairing changes the error
+
+
+def test_runs_on_another_grid_are_interpolated_in_log_epoch(ds):
+    """Runs of another folder on a coarser grid (epochs 0, 1, 3, 6), each linear in log(1 + epoch),
+    against a DMFT equal to their mean: no gap at any DMFT epoch, including those between."""
+    slope = np.array([0.01, 0.02, 0.03])
+    line = 0.2 + slope[:, None] * np.log1p(ds.epoch.values)[None, :]
+    ds.overlap_trajectory.loc[dict(optimizer="gd", alpha=5.0)] = line
+    ds.overlap.loc[dict(optimizer="gd", alpha=5.0)] = line[:, -1]
+    ds.dmft_overlap_trajectory.loc[dict(optimizer="gd", alpha=5.0)] = line.mean(0)
+    ds.dmft_overlap_trajectory_stderr.loc[dict(optimizer="gd", alpha=5.0)] = 0.0
+    coarse = ds.sel(epoch=[0, 1, 3, 6])
+    result = dmft_agreement.agreement(ds, coarse).sel(optimizer="gd", alpha=5.0, quantity="overlap")
+    assert int(result.epochs_compared) == 7  # the DMFT set here over the whole grid, 0-6
+    assert float(result.largest_gap) < 1e-12
+    assert float(result.largest_gap_in_stderr) == 0.0
+
+
+def test_runs_that_do_not_match_the_dmft_s_study_are_refused_naming_the_reason(ds):
+    with pytest.raises(ValueError, match="^DIR: the dataset holds no DMFT"):
+        dmft_agreement.agreement(ds.drop_vars([v for v in ds.data_vars if v.startswith("dmft_")]))
+    faster = ds.assign_coords(lr=ds.lr * 2)
+    with pytest.raises(ValueError, match=r"^--runs: optimizer gd has lr = 0.04 in the runs but 0.02"):
+        dmft_agreement.agreement(ds, faster)
+    elsewhere = ds.copy()
+    elsewhere.attrs["study"] = json.dumps(json.loads(ds.attrs["study"]) | {"init_overlap": 0.3})
+    with pytest.raises(ValueError, match=r"^--runs: the runs start at init_overlap = 0.3, the DMFT at 0.2"):
+        dmft_agreement.agreement(ds, elsewhere)
+    with pytest.raises(ValueError, match=r"^--runs: the runs' dataset has no optimizer gd\+heavy-ball"):
+        dmft_agreement.agreement(ds, ds.sel(optimizer=["gd"]))
+
+
+def test_phaseret_compare_writes_the_tables_beside_the_runs(folder, capsys):
+    assert main(["compare", str(folder)]) == 0
+    text = (folder / "dmft_agreement.md").read_text()
+    assert text == capsys.readouterr().out.split(str(folder / "dmft_agreement.nc"))[0]
+    assert "| gd | 5 | overlap |" in text and "| gd+heavy-ball - gd | 5 | 5 |" in text
+    stored = xr.load_dataset(folder / "dmft_agreement.nc")
+    assert set(stored.optimizer.values) == {"gd", "gd+heavy-ball"} and stored.attrs["runs_p"] == 256
