@@ -1,11 +1,12 @@
 """How far a study's DMFT lies from its runs (issue 16), in the runs' own units and in standard
 errors, so that the comparisons of the README can be rerun: ``phaseret compare DIR``.
 
-For each optimizer with DMFT curves, alpha and quantity (overlap, test error) and each grid epoch
-t the DMFT solved: the gap ``g(t) = DMFT(t) - mean of the runs(t)`` and its standard error
-``s(t) = hypot(runs' stderr, DMFT's stderr over its replicates)`` (each run holds its final value
-after its stop). Reported: the largest ``|g| / s`` and its epoch, the largest ``|g|``, the epochs
-where the DMFT lies above (by 1e-9 or more), and the mean of g over the last half of the compared epochs (on the
+For each optimizer with DMFT curves, alpha and quantity (overlap, test error, training loss per
+sample: the runs' summed loss over n) and each grid epoch t the DMFT solved: the gap
+``g(t) = DMFT(t) - mean of the runs(t)`` and its standard error ``s(t) = hypot(runs' stderr,
+DMFT's stderr over its replicates)`` (each run holds its final value after its stop). Reported:
+the largest ``|g| / s`` and its epoch, the largest ``|g|``, the epochs where the DMFT lies above
+(by 1e-9 or more), and the mean of g over the last half of the compared epochs (on the
 log-spaced grid: late times). For each optimizer and its plain twin (``momentum_gain``): the gain
 overlap(optimizer) - overlap(twin), paired seed by seed in the runs and replicate by replicate in
 the DMFT, at the last compared epoch, and the largest gap between the two gains in standard errors.
@@ -13,7 +14,8 @@ the DMFT, at the last compared epoch, and the largest gap between the two gains 
 The runs may come from another folder of the same study (``--runs``: the full scale's p = 4096
 runs against the DMFT of the quick folder); they are interpolated onto the DMFT's grid linearly
 in log(1 + epoch) where the grids differ. A gap below 1e-9 counts as 0 standard errors (at the
-shared start both standard errors are 0 up to rounding), a larger one with no error as infinitely many."""
+shared start both standard errors are 0 up to rounding), a larger one with no error as
+infinitely many."""
 
 from __future__ import annotations
 
@@ -24,9 +26,10 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from .data import n_samples
 from .paired import dmft_gain, held_runs, mean_and_stderr, plain_twins, runs_gain, started
 
-QUANTITIES = ("overlap", "test_error")
+QUANTITIES = ("overlap", "test_error", "train_loss")
 #: Below this a gap with zero standard error counts as none (the runs' and DMFT's shared start).
 EXACT = 1e-9
 
@@ -97,6 +100,8 @@ def agreement(dmft_ds: xr.Dataset, runs_ds: xr.Dataset | None = None) -> xr.Data
         spread = dmft_ds.get(f"dmft_{quantity}_trajectory_stderr")
         theory_error = spread.sel(optimizer=label, alpha=alpha).values if spread is not None else 0 * theory
         runs = started(held_runs(runs_ds, quantity, {"optimizer": label, "alpha": alpha}))
+        if quantity == "train_loss":  # the runs' loss is summed over the n samples, the DMFT's per sample
+            runs = runs / n_samples(alpha, int(runs_ds.p))
         mean, error = mean_and_stderr(_on_grid(runs, runs_ds.epoch.values, grid))
         gap = theory - mean
         compared = np.isfinite(gap)

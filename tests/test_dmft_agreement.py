@@ -97,6 +97,14 @@ def test_runs_on_another_grid_are_interpolated_in_log_epoch(ds):
     assert float(result.largest_gap_in_stderr) == 0.0
 
 
+def test_the_runs_summed_training_loss_is_compared_per_sample(ds):
+    """A DMFT training loss equal to the runs' mean summed loss over n = alpha p = 1280: no gap."""
+    runs = ds.train_loss_trajectory.sel(optimizer="gd", alpha=5.0)
+    ds.dmft_train_loss_trajectory.loc[dict(optimizer="gd", alpha=5.0)] = runs.mean("seed") / 1280
+    line = dmft_agreement.agreement(ds).sel(optimizer="gd", alpha=5.0, quantity="train_loss")
+    assert float(line.largest_gap) < 1e-12 and int(line.epochs_compared) == 7
+
+
 def test_runs_that_do_not_match_the_dmft_s_study_are_refused_naming_the_reason(ds):
     with pytest.raises(ValueError, match="^DIR: the dataset holds no DMFT"):
         dmft_agreement.agreement(ds.drop_vars([v for v in ds.data_vars if v.startswith("dmft_")]))
