@@ -58,8 +58,6 @@ def _check(dmft_ds: xr.Dataset, runs_ds: xr.Dataset) -> None:
     if "overlap_trajectory" not in runs_ds:
         raise ValueError("--runs: the runs' dataset holds no trajectories (folders drawn together with different "
                          "epoch grids); compare one folder at a time")
-    if "p" in runs_ds.dims:
-        raise ValueError("--runs: the runs' dataset has several p; compare one folder (one p) at a time")
     labels = [str(label) for label in dmft_ds.optimizer.values if _has_dmft(dmft_ds, label)]
     missing = [label for label in labels if label not in runs_ds.optimizer.values]
     if missing:
@@ -84,10 +82,18 @@ def _has_dmft(ds: xr.Dataset, label) -> bool:
 
 def agreement(dmft_ds: xr.Dataset, runs_ds: xr.Dataset | None = None) -> xr.Dataset:
     """The DMFT of ``dmft_ds`` against the runs of ``runs_ds`` (default the same dataset): the
-    curves' table over ``(quantity, optimizer, alpha)`` and the gains' table over ``(pair,
-    alpha)``, NaN where an optimizer has no DMFT or the runs lack an alpha (module docstring)."""
+    curves' table over ``(quantity, optimizer, alpha, p)`` and the gains' table over ``(pair,
+    alpha, p)``, a p for each size the runs have (a study over several p: each p's runs against
+    the one DMFT), NaN where an optimizer has no DMFT or no runs (module docstring)."""
     runs_ds = dmft_ds if runs_ds is None else runs_ds
     _check(dmft_ds, runs_ds)
+    sizes = [int(p) for p in np.atleast_1d(runs_ds.p.values)]
+    parts = [_at_size(dmft_ds, runs_ds.sel(p=p) if "p" in runs_ds.dims else runs_ds) for p in sizes]
+    return xr.concat(parts, dim=xr.DataArray(sizes, dims="p", name="p", attrs={"long_name": "dimension p of the runs"}))
+
+
+def _at_size(dmft_ds: xr.Dataset, runs_ds: xr.Dataset) -> xr.Dataset:
+    """:func:`agreement` against the runs of one p."""
     labels = [str(label) for label in dmft_ds.optimizer.values if _has_dmft(dmft_ds, label)]
     alphas = [a for a in dmft_ds.alpha.values if a in runs_ds.alpha.values]
     grid = dmft_ds.epoch.values
@@ -100,6 +106,8 @@ def agreement(dmft_ds: xr.Dataset, runs_ds: xr.Dataset | None = None) -> xr.Data
         spread = dmft_ds.get(f"dmft_{quantity}_trajectory_stderr")
         theory_error = spread.sel(optimizer=label, alpha=alpha).values if spread is not None else 0 * theory
         runs = started(held_runs(runs_ds, quantity, {"optimizer": label, "alpha": alpha}))
+        if not len(runs):
+            continue
         if quantity == "train_loss":  # the runs' loss is summed over the n samples, the DMFT's per sample
             runs = runs / n_samples(alpha, int(runs_ds.p))
         mean, error = mean_and_stderr(_on_grid(runs, runs_ds.epoch.values, grid))
@@ -118,10 +126,8 @@ def agreement(dmft_ds: xr.Dataset, runs_ds: xr.Dataset | None = None) -> xr.Data
     dims = ("quantity", "optimizer", "alpha")
     data = {name: (dims, array) for name, array in table.items()}
     data |= _gains(dmft_ds, runs_ds, labels, alphas, grid)
-    p = runs_ds.p.item() if "p" in runs_ds.coords else None
     return xr.Dataset(data, coords={"quantity": quantities, "optimizer": labels, "alpha": alphas},
-                      attrs={"title": "DMFT against the runs (phaseret compare)", "Conventions": "CF-1.8",
-                             **({"runs_p": int(p)} if p is not None else {})})
+                      attrs={"title": "DMFT against the runs (phaseret compare)", "Conventions": "CF-1.8"})
 
 
 def _cells(*axes):
@@ -129,12 +135,12 @@ def _cells(*axes):
     return itertools.product(*(list(enumerate(axis)) for axis in axes))
 
 
-def _replicates(ds: xr.Dataset, label: str, alpha: float) -> int:
-    """How many replicates the DMFT of ``label`` at ``alpha`` averaged (1 without their record)."""
+def _replicates(ds: xr.Dataset, label: str, alpha: float) -> float:
+    """How many replicates the DMFT of ``label`` at ``alpha`` kept (NaN where the dataset predates
+    their record, ``dmft_overlap_by_replicate``)."""
     if "dmft_overlap_by_replicate" not in ds:
-        return 1
-    rows = ds.dmft_overlap_by_replicate.sel(optimizer=label, alpha=alpha).values
-    return max(1, int((~np.isnan(rows[:, 0])).sum()))
+        return np.nan
+    return int((~np.isnan(ds.dmft_overlap_by_replicate.sel(optimizer=label, alpha=alpha).values[:, 0])).sum())
 
 
 def _gains(dmft_ds, runs_ds, labels, alphas, grid) -> dict:
@@ -145,6 +151,8 @@ def _gains(dmft_ds, runs_ds, labels, alphas, grid) -> dict:
     table = {name: np.full((len(pairs), len(alphas)), np.nan) for name in names}
     for (i, (label, twin)), (a, alpha) in _cells(pairs, alphas):
         runs = _on_grid(runs_gain(runs_ds, label, twin, {"alpha": alpha}), runs_ds.epoch.values, grid)
+        if not len(runs):
+            continue
         runs_mean, runs_error = mean_and_stderr(runs)
         theory, theory_error, _ = dmft_gain(dmft_ds, label, twin, alpha)
         gap = theory - runs_mean
@@ -165,31 +173,36 @@ def _gains(dmft_ds, runs_ds, labels, alphas, grid) -> dict:
 
 def markdown(result: xr.Dataset) -> str:
     """The two tables of :func:`agreement` in Markdown."""
-    p = f" at p = {result.attrs['runs_p']}" if "runs_p" in result.attrs else ""
-    rows = [f"DMFT against the runs{p}: gap = DMFT - mean of the runs, in standard errors of the difference",
-            "", "| optimizer | alpha | quantity | largest gap (SE) | at epoch | largest gap | late mean gap | "
-            "DMFT above | runs | replicates | last epoch |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for label, alpha, quantity in itertools.product(result.optimizer.values, result.alpha.values, result.quantity.values):
-        line = result.sel(optimizer=label, alpha=alpha, quantity=quantity)
+    rows = ["DMFT against the runs: gap = DMFT - mean of the runs, in standard errors of the difference", "",
+            "| optimizer | alpha | p | quantity | largest gap (SE) | at epoch | largest gap | late mean gap | "
+            "DMFT above | runs | replicates | last epoch |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for label, alpha, p, quantity in itertools.product(result.optimizer.values, result.alpha.values, result.p.values,
+                                                       result.quantity.values):
+        line = result.sel(optimizer=label, alpha=alpha, p=p, quantity=quantity)
         if np.isnan(float(line.largest_gap_in_stderr)):
             continue
-        rows.append(f"| {label} | {alpha:g} | {quantity} | {float(line.largest_gap_in_stderr):.2f} | "
+        rows.append(f"| {label} | {alpha:g} | {p} | {quantity} | {float(line.largest_gap_in_stderr):.2f} | "
                     f"{int(line.epoch_of_largest_gap_in_stderr)} | {float(line.largest_gap):.3f} | "
                     f"{float(line.late_mean_gap):+.3f} | {int(line.epochs_above)} of {int(line.epochs_compared)} | "
-                    f"{int(line.runs)} | {int(line.replicates)} | {int(line.last_epoch)} |")
+                    f"{int(line.runs)} | {_count(line.replicates)} | {int(line.last_epoch)} |")
     if result.sizes.get("pair"):
         rows += ["", "Gain over the plain twin (overlap), paired: runs seed by seed, DMFT replicate by replicate", "",
-                 "| pair | alpha | epoch | runs' gain | DMFT's gain | largest gap between them (SE) | at epoch |",
-                 "|---|---|---|---|---|---|---|"]
-        for pair, alpha in itertools.product(result.pair.values, result.alpha.values):
-            line = result.sel(pair=pair, alpha=alpha)
+                 "| pair | alpha | p | epoch | runs' gain | DMFT's gain | largest gap between them (SE) | at epoch |",
+                 "|---|---|---|---|---|---|---|---|"]
+        for pair, alpha, p in itertools.product(result.pair.values, result.alpha.values, result.p.values):
+            line = result.sel(pair=pair, alpha=alpha, p=p)
             if np.isnan(float(line.runs_gain)):
                 continue
-            rows.append(f"| {pair} | {alpha:g} | {int(line.gain_epoch)} | {float(line.runs_gain):+.3f} +- "
+            rows.append(f"| {pair} | {alpha:g} | {p} | {int(line.gain_epoch)} | {float(line.runs_gain):+.3f} +- "
                         f"{float(line.runs_gain_stderr):.3f} | {float(line.dmft_gain):+.3f} +- "
                         f"{float(line.dmft_gain_stderr):.3f} | {float(line.largest_gain_gap_in_stderr):.2f} | "
                         f"{int(line.epoch_of_largest_gain_gap_in_stderr)} |")
     return "\n".join(rows)
+
+
+def _count(value) -> str:
+    """A count, or "-" where it is not known (NaN)."""
+    return "-" if np.isnan(float(value)) else str(int(value))
 
 
 def write(result: xr.Dataset, out_dir: Path) -> list[Path]:

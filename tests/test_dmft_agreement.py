@@ -41,7 +41,7 @@ def test_the_largest_gap_is_counted_in_standard_errors_of_the_difference(ds):
     error = np.hypot(runs.std(0, ddof=1) / np.sqrt(3), ds.dmft_overlap_trajectory_stderr.sel(optimizer="gd").values[0])
     moved = runs.mean(0)[3] + 4 * error[3]
     ds.dmft_overlap_trajectory.loc[dict(optimizer="gd", epoch=3)] = moved
-    line = dmft_agreement.agreement(ds).sel(optimizer="gd", alpha=5.0, quantity="overlap")
+    line = dmft_agreement.agreement(ds).sel(optimizer="gd", alpha=5.0, p=256, quantity="overlap")
     assert float(line.largest_gap_in_stderr) == pytest.approx(4.0)
     assert int(line.epoch_of_largest_gap_in_stderr) == 3
     assert float(line.largest_gap) == pytest.approx(4 * error[3])
@@ -60,14 +60,14 @@ def test_a_stopped_run_holds_its_final_value(ds):
     runs = _runs(ds, "gd")
     runs[0, 3:] = 0.9
     theory = ds.dmft_overlap_trajectory.sel(optimizer="gd").values[0]
-    line = dmft_agreement.agreement(ds).sel(optimizer="gd", alpha=5.0, quantity="overlap")
+    line = dmft_agreement.agreement(ds).sel(optimizer="gd", alpha=5.0, p=256, quantity="overlap")
     assert float(line.largest_gap) == pytest.approx(np.abs(theory[:6] - runs.mean(0)[:6]).max())
 
 
 def test_momentum_s_gain_is_paired_seed_by_seed_and_replicate_by_replicate(ds):
     """The runs' gain and its error are those of the seeds' differences (not of two independent
     means), the DMFT's those of the replicates' differences."""
-    result = dmft_agreement.agreement(ds).sel(pair="gd+heavy-ball - gd", alpha=5.0)
+    result = dmft_agreement.agreement(ds).sel(pair="gd+heavy-ball - gd", alpha=5.0, p=256)
     gains = _runs(ds, "gd+heavy-ball")[:, 5] - _runs(ds, "gd")[:, 5]
     assert int(result.gain_epoch) == 5
     assert float(result.runs_gain) == pytest.approx(gains.mean())
@@ -91,7 +91,7 @@ def test_runs_on_another_grid_are_interpolated_in_log_epoch(ds):
     ds.dmft_overlap_trajectory.loc[dict(optimizer="gd", alpha=5.0)] = line.mean(0)
     ds.dmft_overlap_trajectory_stderr.loc[dict(optimizer="gd", alpha=5.0)] = 0.0
     coarse = ds.sel(epoch=[0, 1, 3, 6])
-    result = dmft_agreement.agreement(ds, coarse).sel(optimizer="gd", alpha=5.0, quantity="overlap")
+    result = dmft_agreement.agreement(ds, coarse).sel(optimizer="gd", alpha=5.0, p=256, quantity="overlap")
     assert int(result.epochs_compared) == 7  # the DMFT set here over the whole grid, 0-6
     assert float(result.largest_gap) < 1e-12
     assert float(result.largest_gap_in_stderr) == 0.0
@@ -101,8 +101,20 @@ def test_the_runs_summed_training_loss_is_compared_per_sample(ds):
     """A DMFT training loss equal to the runs' mean summed loss over n = alpha p = 1280: no gap."""
     runs = ds.train_loss_trajectory.sel(optimizer="gd", alpha=5.0)
     ds.dmft_train_loss_trajectory.loc[dict(optimizer="gd", alpha=5.0)] = runs.mean("seed") / 1280
-    line = dmft_agreement.agreement(ds).sel(optimizer="gd", alpha=5.0, quantity="train_loss")
+    line = dmft_agreement.agreement(ds).sel(optimizer="gd", alpha=5.0, p=256, quantity="train_loss")
     assert float(line.largest_gap) < 1e-12 and int(line.epochs_compared) == 7
+
+
+def test_a_study_over_several_p_compares_each_p_s_runs_with_the_one_dmft(tmp_path):
+    study = build_study(STUDY | {"p": [128, 256], "seeds": 2, "optimizer": STUDY["optimizer"][:1],
+                                 "dmft": {"paths": 1024, "epochs": 5}})
+    ds = xr.load_dataset(run_study(study, tmp_path, progress=False))
+    result = dmft_agreement.agreement(ds).sel(optimizer="gd", alpha=5.0, quantity="overlap")
+    theory = ds.dmft_overlap_trajectory.sel(optimizer="gd", alpha=5.0).values[:6]
+    for p in (128, 256):
+        runs = ds.overlap_trajectory.sel(optimizer="gd", alpha=5.0, p=p).values[:, :6]
+        assert int(result.sel(p=p).runs) == 2
+        assert float(result.sel(p=p).largest_gap) == pytest.approx(np.abs(theory - runs.mean(0)).max())
 
 
 def test_runs_that_do_not_match_the_dmft_s_study_are_refused_naming_the_reason(ds):
@@ -123,6 +135,6 @@ def test_phaseret_compare_writes_the_tables_beside_the_runs(folder, capsys):
     assert main(["compare", str(folder)]) == 0
     text = (folder / "dmft_agreement.md").read_text()
     assert text == capsys.readouterr().out.split(str(folder / "dmft_agreement.nc"))[0]
-    assert "| gd | 5 | overlap |" in text and "| gd+heavy-ball - gd | 5 | 5 |" in text
+    assert "| gd | 5 | 256 | overlap |" in text and "| gd+heavy-ball - gd | 5 | 256 | 5 |" in text
     stored = xr.load_dataset(folder / "dmft_agreement.nc")
-    assert set(stored.optimizer.values) == {"gd", "gd+heavy-ball"} and stored.attrs["runs_p"] == 256
+    assert set(stored.optimizer.values) == {"gd", "gd+heavy-ball"} and list(stored.p.values) == [256]
