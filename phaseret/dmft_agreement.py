@@ -30,8 +30,26 @@ from .data import n_samples
 from .paired import dmft_gain, held_runs, mean_and_stderr, plain_twins, runs_gain, started
 
 QUANTITIES = ("overlap", "test_error", "train_loss")
-#: Below this a gap with zero standard error counts as none (the runs' and DMFT's shared start).
+#: Below this a gap counts as none (the runs' and DMFT's shared start, where both errors are ~0).
 EXACT = 1e-9
+#: The CF long names of the tables' variables.
+LONG_NAMES = {
+    "largest_gap_in_stderr": "largest |DMFT - mean of the runs| over the grid epochs, in standard errors of the difference",
+    "epoch_of_largest_gap_in_stderr": "epoch of the largest gap in standard errors",
+    "largest_gap": "largest |DMFT - mean of the runs| over the grid epochs",
+    "late_mean_gap": "mean of DMFT - mean of the runs over the later half of the compared grid epochs",
+    "epochs_above": "grid epochs where the DMFT lies above the runs' mean by 1e-9 or more",
+    "epochs_compared": "grid epochs where both the DMFT and the runs have a value",
+    "runs": "runs averaged", "replicates": "DMFT replicates averaged (NaN: not recorded)",
+    "last_epoch": "last grid epoch compared",
+    "runs_gain": "runs' overlap gain over the plain twin at gain_epoch, paired seed by seed",
+    "runs_gain_stderr": "standard error of runs_gain",
+    "dmft_gain": "DMFT's overlap gain over the plain twin at gain_epoch, paired replicate by replicate",
+    "dmft_gain_stderr": "standard error of dmft_gain",
+    "gain_epoch": "last grid epoch the DMFT solved",
+    "largest_gain_gap_in_stderr": "largest |DMFT's gain - runs' gain| over the grid epochs, in standard errors",
+    "epoch_of_largest_gain_gap_in_stderr": "epoch of the largest gap between the gains",
+}
 
 
 def _in_stderr(gap: np.ndarray, error: np.ndarray) -> np.ndarray:
@@ -124,7 +142,7 @@ def _at_size(dmft_ds: xr.Dataset, runs_ds: xr.Dataset) -> xr.Dataset:
         for name, value in values.items():
             table[name][q, o, a] = value
     dims = ("quantity", "optimizer", "alpha")
-    data = {name: (dims, array) for name, array in table.items()}
+    data = {name: (dims, array, {"long_name": LONG_NAMES[name], "units": "1"}) for name, array in table.items()}
     data |= _gains(dmft_ds, runs_ds, labels, alphas, grid)
     return xr.Dataset(data, coords={"quantity": quantities, "optimizer": labels, "alpha": alphas},
                       attrs={"title": "DMFT against the runs (phaseret compare)", "Conventions": "CF-1.8"})
@@ -168,7 +186,8 @@ def _gains(dmft_ds, runs_ds, labels, alphas, grid) -> dict:
         for name, value in values.items():
             table[name][i, a] = value
     pair_names = [f"{label} - {twin}" for label, twin in pairs]
-    return {name: (("pair", "alpha"), array) for name, array in table.items()} | {"pair": ("pair", pair_names)}
+    return ({name: (("pair", "alpha"), array, {"long_name": LONG_NAMES[name], "units": "1"})
+             for name, array in table.items()} | {"pair": ("pair", pair_names)})
 
 
 def markdown(result: xr.Dataset) -> str:
