@@ -1,6 +1,7 @@
 """The DMFT against a study's runs (:mod:`phaseret.dmft_agreement`, ``phaseret compare``)."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -138,3 +139,15 @@ def test_phaseret_compare_writes_the_tables_beside_the_runs(folder, capsys):
     assert "| gd | 5 | 256 | overlap |" in text and "| gd+heavy-ball - gd | 5 | 256 | 5 |" in text
     stored = xr.load_dataset(folder / "dmft_agreement.nc")
     assert set(stored.optimizer.values) == {"gd", "gd+heavy-ball"} and list(stored.p.values) == [256]
+
+
+def test_phaseret_compare_with_runs_from_another_folder_writes_beside_those_runs(folder, tmp_path, capsys):
+    """``--runs OTHER``: the tables go to OTHER, where the runs are, and the DMFT's folder is left alone."""
+    for name in ("dmft_agreement.md", "dmft_agreement.nc"):  # an earlier test may have written them
+        (folder / name).unlink(missing_ok=True)
+    other = tmp_path / "full"
+    shutil.copytree(folder, other)
+    assert main(["compare", str(folder), "--runs", str(other)]) == 0
+    assert (other / "dmft_agreement.md").exists() and (other / "dmft_agreement.nc").exists()
+    assert not (folder / "dmft_agreement.md").exists()
+    assert str(other / "dmft_agreement.md") in capsys.readouterr().out
