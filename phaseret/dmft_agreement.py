@@ -129,23 +129,37 @@ def _at_size(dmft_ds: xr.Dataset, runs_ds: xr.Dataset) -> xr.Dataset:
         if quantity == "train_loss":  # the runs' loss is summed over the n samples, the DMFT's per sample
             runs = runs / n_samples(alpha, int(runs_ds.p))
         mean, error = mean_and_stderr(_on_grid(runs, runs_ds.epoch.values, grid))
-        gap = theory - mean
-        compared = np.isfinite(gap)
-        if not compared.any():
+        found = _gaps(theory, theory_error, mean, error)
+        if found is None:
             continue
-        ratio = _in_stderr(gap, np.hypot(error, np.nan_to_num(theory_error)))[compared]
-        late = gap[compared][len(ratio) // 2:]
-        values = {"largest_gap_in_stderr": ratio.max(), "epoch_of_largest_gap_in_stderr": grid[compared][ratio.argmax()],
-                  "largest_gap": np.abs(gap[compared]).max(), "late_mean_gap": late.mean(),
-                  "epochs_above": (gap[compared] >= EXACT).sum(), "epochs_compared": compared.sum(), "runs": len(runs),
-                  "replicates": _replicates(dmft_ds, label, alpha), "last_epoch": grid[compared][-1]}
+        compared, gap, ratio = found
+        epochs = grid[compared]
+        values = {"largest_gap_in_stderr": ratio.max(), "epoch_of_largest_gap_in_stderr": epochs[ratio.argmax()],
+                  "largest_gap": np.abs(gap).max(), "late_mean_gap": gap[len(gap) // 2:].mean(),
+                  "epochs_above": (gap >= EXACT).sum(), "epochs_compared": len(gap), "runs": len(runs),
+                  "replicates": _replicates(dmft_ds, label, alpha), "last_epoch": epochs[-1]}
         for name, value in values.items():
             table[name][q, o, a] = value
-    dims = ("quantity", "optimizer", "alpha")
-    data = {name: (dims, array, {"long_name": LONG_NAMES[name], "units": "1"}) for name, array in table.items()}
-    data |= _gains(dmft_ds, runs_ds, labels, alphas, grid)
+    data = _variables(table, ("quantity", "optimizer", "alpha")) | _gains(dmft_ds, runs_ds, labels, alphas, grid)
     return xr.Dataset(data, coords={"quantity": quantities, "optimizer": labels, "alpha": alphas},
                       attrs={"title": "DMFT against the runs (phaseret compare)", "Conventions": "CF-1.8"})
+
+
+def _gaps(theory: np.ndarray, theory_error: np.ndarray, mean: np.ndarray, error: np.ndarray):
+    """``(compared, gap, ratio)``: the epochs where both the DMFT (``theory`` +- ``theory_error``)
+    and the runs' ``mean`` +- ``error`` have a value, the gap ``theory - mean`` there and its size
+    in standard errors of the difference (a missing DMFT error counts as 0); None where no epoch is
+    compared."""
+    gap = theory - mean
+    compared = np.isfinite(gap)
+    if not compared.any():
+        return None
+    return compared, gap[compared], _in_stderr(gap, np.hypot(error, np.nan_to_num(theory_error)))[compared]
+
+
+def _variables(table: dict, dims: tuple) -> dict:
+    """The arrays of ``table`` (name -> array over ``dims``) as Dataset variables with CF attributes."""
+    return {name: (dims, array, {"long_name": LONG_NAMES[name], "units": "1"}) for name, array in table.items()}
 
 
 def _cells(*axes):
@@ -173,11 +187,10 @@ def _gains(dmft_ds, runs_ds, labels, alphas, grid) -> dict:
             continue
         runs_mean, runs_error = mean_and_stderr(runs)
         theory, theory_error, _ = dmft_gain(dmft_ds, label, twin, alpha)
-        gap = theory - runs_mean
-        compared = np.isfinite(gap)
-        if not compared.any():
+        found = _gaps(theory, theory_error, runs_mean, runs_error)
+        if found is None:
             continue
-        ratio = _in_stderr(gap, np.hypot(runs_error, np.nan_to_num(theory_error)))[compared]
+        compared, _, ratio = found
         last = np.flatnonzero(compared)[-1]
         values = {"runs_gain": runs_mean[last], "runs_gain_stderr": runs_error[last], "dmft_gain": theory[last],
                   "dmft_gain_stderr": theory_error[last], "gain_epoch": grid[last],
@@ -186,8 +199,7 @@ def _gains(dmft_ds, runs_ds, labels, alphas, grid) -> dict:
         for name, value in values.items():
             table[name][i, a] = value
     pair_names = [f"{label} - {twin}" for label, twin in pairs]
-    return ({name: (("pair", "alpha"), array, {"long_name": LONG_NAMES[name], "units": "1"})
-             for name, array in table.items()} | {"pair": ("pair", pair_names)})
+    return _variables(table, ("pair", "alpha")) | {"pair": ("pair", pair_names)}
 
 
 def markdown(result: xr.Dataset) -> str:
@@ -195,28 +207,31 @@ def markdown(result: xr.Dataset) -> str:
     rows = ["DMFT against the runs: gap = DMFT - mean of the runs, in standard errors of the difference", "",
             "| optimizer | alpha | p | quantity | largest gap (SE) | at epoch | largest gap | late mean gap | "
             "DMFT above | runs | replicates | last epoch |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for label, alpha, p, quantity in itertools.product(result.optimizer.values, result.alpha.values, result.p.values,
-                                                       result.quantity.values):
-        line = result.sel(optimizer=label, alpha=alpha, p=p, quantity=quantity)
-        if np.isnan(float(line.largest_gap_in_stderr)):
-            continue
-        rows.append(f"| {label} | {alpha:g} | {p} | {quantity} | {float(line.largest_gap_in_stderr):.2f} | "
-                    f"{int(line.epoch_of_largest_gap_in_stderr)} | {float(line.largest_gap):.3f} | "
+    for line in _filled(result, ("optimizer", "alpha", "p", "quantity"), "largest_gap_in_stderr"):
+        rows.append(f"| {line.optimizer.item()} | {line.alpha.item():g} | {line.p.item()} | {line.quantity.item()} | "
+                    f"{float(line.largest_gap_in_stderr):.2f} | {int(line.epoch_of_largest_gap_in_stderr)} | "
+                    f"{float(line.largest_gap):.3f} | "
                     f"{float(line.late_mean_gap):+.3f} | {int(line.epochs_above)} of {int(line.epochs_compared)} | "
                     f"{int(line.runs)} | {_count(line.replicates)} | {int(line.last_epoch)} |")
     if result.sizes.get("pair"):
         rows += ["", "Gain over the plain twin (overlap), paired: runs seed by seed, DMFT replicate by replicate", "",
                  "| pair | alpha | p | epoch | runs' gain | DMFT's gain | largest gap between them (SE) | at epoch |",
                  "|---|---|---|---|---|---|---|---|"]
-        for pair, alpha, p in itertools.product(result.pair.values, result.alpha.values, result.p.values):
-            line = result.sel(pair=pair, alpha=alpha, p=p)
-            if np.isnan(float(line.runs_gain)):
-                continue
-            rows.append(f"| {pair} | {alpha:g} | {p} | {int(line.gain_epoch)} | {float(line.runs_gain):+.3f} +- "
-                        f"{float(line.runs_gain_stderr):.3f} | {float(line.dmft_gain):+.3f} +- "
+        for line in _filled(result, ("pair", "alpha", "p"), "runs_gain"):
+            rows.append(f"| {line.pair.item()} | {line.alpha.item():g} | {line.p.item()} | {int(line.gain_epoch)} | "
+                        f"{float(line.runs_gain):+.3f} +- {float(line.runs_gain_stderr):.3f} | "
+                        f"{float(line.dmft_gain):+.3f} +- "
                         f"{float(line.dmft_gain_stderr):.3f} | {float(line.largest_gain_gap_in_stderr):.2f} | "
                         f"{int(line.epoch_of_largest_gain_gap_in_stderr)} |")
     return "\n".join(rows)
+
+
+def _filled(result: xr.Dataset, dims: tuple, name: str):
+    """The selections of ``result`` at each combination of ``dims`` where ``name`` has a value."""
+    for values in itertools.product(*(result[dim].values for dim in dims)):
+        line = result.sel(dict(zip(dims, values)))
+        if not np.isnan(float(line[name])):
+            yield line
 
 
 def _count(value) -> str:
