@@ -9,7 +9,11 @@ the largest ``|g| / s`` and its epoch, the largest ``|g|``, the epochs where the
 (by 1e-9 or more), and the mean of g over the last half of the compared epochs (on the
 log-spaced grid: late times). For each optimizer and its plain twin (``momentum_gain``): the gain
 overlap(optimizer) - overlap(twin), paired seed by seed in the runs and replicate by replicate in
-the DMFT, at the last compared epoch, and the largest gap between the two gains in standard errors.
+the DMFT, at the last compared epoch T, the largest gap between the two gains in standard errors,
+and the gain's rise: each seed's (replicate's) mean gain over the grid epochs in [0.7 T, T] minus
+its mean over [0.1 T, 0.4 T] (:data:`EARLY`, :data:`LATE`), with the standard error over seeds
+(replicates). The rise asks whether an update rule that starts slower overtakes later, with the
+offsets a seed or a solution carries throughout subtracted; its windows are stated, not tuned.
 
 The runs may come from another folder of the same study (``--runs``: the full scale's p = 4096
 runs against the DMFT of the quick folder); they are interpolated onto the DMFT's grid linearly
@@ -27,11 +31,14 @@ import numpy as np
 import xarray as xr
 
 from .data import n_samples
-from .paired import dmft_gain, held_runs, mean_and_stderr, plain_twins, runs_gain, started
+from .paired import dmft_gain, dmft_gain_by_replicate, held_runs, mean_and_stderr, plain_twins, runs_gain, started
 
 QUANTITIES = ("overlap", "test_error", "train_loss")
 #: Below this a gap counts as none (the runs' and DMFT's shared start, where both errors are ~0).
 EXACT = 1e-9
+#: The gain's rise: its mean over the grid epochs in LATE minus over EARLY, as fractions of the
+#: last compared epoch.
+EARLY, LATE = (0.1, 0.4), (0.7, 1.0)
 #: The CF long names of the tables' variables.
 LONG_NAMES = {
     "largest_gap_in_stderr": "largest |DMFT - mean of the runs| over the grid epochs, in standard errors of the difference",
@@ -49,6 +56,11 @@ LONG_NAMES = {
     "gain_epoch": "last grid epoch the DMFT solved",
     "largest_gain_gap_in_stderr": "largest |DMFT's gain - runs' gain| over the grid epochs, in standard errors",
     "epoch_of_largest_gain_gap_in_stderr": "epoch of the largest gap between the gains",
+    "runs_gain_rise": "runs' mean gain over epochs 0.7-1 gain_epoch minus over 0.1-0.4 gain_epoch, seed by seed",
+    "runs_gain_rise_stderr": "standard error of runs_gain_rise",
+    "dmft_gain_rise": "DMFT's mean gain over epochs 0.7-1 gain_epoch minus over 0.1-0.4 gain_epoch, replicate "
+                      "by replicate (NaN: fewer than two paired replicates)",
+    "dmft_gain_rise_stderr": "standard error of dmft_gain_rise",
 }
 
 
@@ -179,7 +191,8 @@ def _gains(dmft_ds, runs_ds, labels, alphas, grid) -> dict:
     """The gains' table (module docstring) as Dataset variables over ``(pair, alpha)``."""
     pairs = [(label, twin) for label, twin in plain_twins(dmft_ds) if label in labels and twin in labels]
     names = ("runs_gain", "runs_gain_stderr", "dmft_gain", "dmft_gain_stderr", "gain_epoch",
-             "largest_gain_gap_in_stderr", "epoch_of_largest_gain_gap_in_stderr")
+             "largest_gain_gap_in_stderr", "epoch_of_largest_gain_gap_in_stderr", "runs_gain_rise",
+             "runs_gain_rise_stderr", "dmft_gain_rise", "dmft_gain_rise_stderr")
     table = {name: np.full((len(pairs), len(alphas)), np.nan) for name in names}
     for (i, (label, twin)), (a, alpha) in _cells(pairs, alphas):
         runs = _on_grid(runs_gain(runs_ds, label, twin, {"alpha": alpha}), runs_ds.epoch.values, grid)
@@ -192,14 +205,29 @@ def _gains(dmft_ds, runs_ds, labels, alphas, grid) -> dict:
             continue
         compared, _, ratio = found
         last = np.flatnonzero(compared)[-1]
+        runs_rise = _rise(runs, grid, grid[last])
+        theory_rise = _rise(dmft_gain_by_replicate(dmft_ds, label, twin, alpha), grid, grid[last])
         values = {"runs_gain": runs_mean[last], "runs_gain_stderr": runs_error[last], "dmft_gain": theory[last],
                   "dmft_gain_stderr": theory_error[last], "gain_epoch": grid[last],
                   "largest_gain_gap_in_stderr": ratio.max(),
-                  "epoch_of_largest_gain_gap_in_stderr": grid[compared][ratio.argmax()]}
+                  "epoch_of_largest_gain_gap_in_stderr": grid[compared][ratio.argmax()],
+                  "runs_gain_rise": runs_rise[0], "runs_gain_rise_stderr": runs_rise[1],
+                  "dmft_gain_rise": theory_rise[0], "dmft_gain_rise_stderr": theory_rise[1]}
         for name, value in values.items():
             table[name][i, a] = value
     pair_names = [f"{label} - {twin}" for label, twin in pairs]
     return _variables(table, ("pair", "alpha")) | {"pair": ("pair", pair_names)}
+
+
+def _rise(rows: np.ndarray, grid: np.ndarray, last: float) -> tuple[float, float]:
+    """The mean over ``rows`` (seed or replicate, epoch over ``grid``) of each row's mean in
+    ``LATE`` minus its mean in ``EARLY`` (fractions of ``last``), and its standard error; NaN for
+    fewer than two rows."""
+    if len(rows) < 2:
+        return np.nan, np.nan
+    early, late = ((grid >= low * last) & (grid <= high * last) for low, high in (EARLY, LATE))
+    mean, error = mean_and_stderr(rows[:, late].mean(axis=1) - rows[:, early].mean(axis=1))
+    return float(mean), float(error)
 
 
 def markdown(result: xr.Dataset) -> str:
@@ -215,14 +243,18 @@ def markdown(result: xr.Dataset) -> str:
                     f"{int(line.runs)} | {_count(line.replicates)} | {int(line.last_epoch)} |")
     if result.sizes.get("pair"):
         rows += ["", "Gain over the plain twin (overlap), paired: runs seed by seed, DMFT replicate by replicate", "",
-                 "| pair | alpha | p | epoch | runs' gain | DMFT's gain | largest gap between them (SE) | at epoch |",
-                 "|---|---|---|---|---|---|---|---|"]
+                 "| pair | alpha | p | epoch | runs' gain | DMFT's gain | largest gap between them (SE) | at epoch | "
+                 "runs' rise | DMFT's rise |", "|---|---|---|---|---|---|---|---|---|---|"]
         for line in _filled(result, ("pair", "alpha", "p"), "runs_gain"):
             rows.append(f"| {line.pair.item()} | {line.alpha.item():g} | {line.p.item()} | {int(line.gain_epoch)} | "
                         f"{float(line.runs_gain):+.3f} +- {float(line.runs_gain_stderr):.3f} | "
                         f"{float(line.dmft_gain):+.3f} +- "
                         f"{float(line.dmft_gain_stderr):.3f} | {float(line.largest_gain_gap_in_stderr):.2f} | "
-                        f"{int(line.epoch_of_largest_gain_gap_in_stderr)} |")
+                        f"{int(line.epoch_of_largest_gain_gap_in_stderr)} | "
+                        f"{_with_error(line.runs_gain_rise, line.runs_gain_rise_stderr)} | "
+                        f"{_with_error(line.dmft_gain_rise, line.dmft_gain_rise_stderr)} |")
+        rows += ["", f"rise: each seed's (replicate's) mean gain over epochs {LATE[0]:g}-{LATE[1]:g} of the last "
+                 f"minus over {EARLY[0]:g}-{EARLY[1]:g}"]
     return "\n".join(rows)
 
 
@@ -232,6 +264,11 @@ def _filled(result: xr.Dataset, dims: tuple, name: str):
         line = result.sel(dict(zip(dims, values)))
         if not np.isnan(float(line[name])):
             yield line
+
+
+def _with_error(value, error) -> str:
+    """``+v +- e``, or "-" where the value is not known (NaN)."""
+    return "-" if np.isnan(float(value)) else f"{float(value):+.3f} +- {float(error):.3f}"
 
 
 def _count(value) -> str:

@@ -67,14 +67,23 @@ def dmft_gain(ds: xr.Dataset, label: str, twin: str, alpha: float) -> tuple[np.n
     the epochs, paired replicate by replicate over the ``n`` replicates both solutions kept (the
     same solver seeds and paths); with fewer than two, the difference of the two curves with their
     standard errors combined (NaN without them) and ``n = 0``."""
-    if "dmft_overlap_by_replicate" in ds:
-        own, other = (ds.dmft_overlap_by_replicate.sel(optimizer=name, alpha=alpha).values for name in (label, twin))
-        both = ~np.isnan(own[:, 0]) & ~np.isnan(other[:, 0])
-        if both.sum() > 1:
-            return *mean_and_stderr(own[both] - other[both]), int(both.sum())
+    pairs = dmft_gain_by_replicate(ds, label, twin, alpha)
+    if len(pairs) > 1:
+        return *mean_and_stderr(pairs), len(pairs)
     curves = ds.dmft_overlap_trajectory.sel(alpha=alpha)
     gain = (curves.sel(optimizer=label) - curves.sel(optimizer=twin)).values
     spread = ds.get("dmft_overlap_trajectory_stderr")
     error = (np.hypot(spread.sel(optimizer=label, alpha=alpha), spread.sel(optimizer=twin, alpha=alpha)).values
              if spread is not None else np.full(len(gain), np.nan))
     return gain, error, 0
+
+
+def dmft_gain_by_replicate(ds: xr.Dataset, label: str, twin: str, alpha: float) -> np.ndarray:
+    """overlap(``label``) - overlap(``twin``) of the DMFT at ``alpha``, replicate by replicate over
+    the replicates both solutions kept, as (replicate, epoch); no rows where the dataset does not
+    record its replicates (``dmft_overlap_by_replicate``)."""
+    if "dmft_overlap_by_replicate" not in ds:
+        return np.empty((0, ds.sizes["epoch"]))
+    own, other = (ds.dmft_overlap_by_replicate.sel(optimizer=name, alpha=alpha).values for name in (label, twin))
+    both = ~np.isnan(own[:, 0]) & ~np.isnan(other[:, 0])
+    return own[both] - other[both]

@@ -82,6 +82,25 @@ def test_momentum_s_gain_is_paired_seed_by_seed_and_replicate_by_replicate(ds):
     assert abs(float(result.dmft_gain_stderr) - unpaired) > 0.1 * unpaired  # pairing changes the error
 
 
+def test_the_gain_s_rise_subtracts_each_seed_s_early_gain_from_its_late_gain(ds):
+    """The rise over the DMFT's horizon T = 5: each seed's (replicate's) mean gain over epochs 4-5
+    ([0.7 T, T]) minus over epochs 1-2 ([0.1 T, 0.4 T]), averaged with its standard error; an
+    offset that one seed carries at every epoch drops out of the rise."""
+    gains = _runs(ds, "gd+heavy-ball") - _runs(ds, "gd")
+    each = ds.dmft_overlap_by_replicate.sel(alpha=5.0)
+    theory = (each.sel(optimizer="gd+heavy-ball") - each.sel(optimizer="gd")).values
+    result = dmft_agreement.agreement(ds).sel(pair="gd+heavy-ball - gd", alpha=5.0, p=256)
+    for name, rows in (("runs", gains), ("dmft", theory)):
+        rises = rows[:, [4, 5]].mean(1) - rows[:, [1, 2]].mean(1)
+        assert float(result[f"{name}_gain_rise"]) == pytest.approx(rises.mean())
+        assert float(result[f"{name}_gain_rise_stderr"]) == pytest.approx(rises.std(ddof=1) / np.sqrt(3))
+    ds.overlap_trajectory.loc[dict(optimizer="gd+heavy-ball", seed=0)] += 0.3
+    ds.overlap.loc[dict(optimizer="gd+heavy-ball", seed=0)] += 0.3
+    shifted = dmft_agreement.agreement(ds).sel(pair="gd+heavy-ball - gd", alpha=5.0, p=256)
+    assert float(shifted.runs_gain_rise) == pytest.approx(float(result.runs_gain_rise))
+    assert float(shifted.runs_gain) == pytest.approx(float(result.runs_gain) + 0.1)
+
+
 def test_runs_on_another_grid_are_interpolated_in_log_epoch(ds):
     """Runs of another folder on a coarser grid (epochs 0, 1, 3, 6), each linear in log(1 + epoch),
     against a DMFT equal to their mean: no gap at any DMFT epoch, including those between."""
