@@ -56,10 +56,12 @@ LONG_NAMES = {
     "gain_epoch": "last grid epoch the DMFT solved",
     "largest_gain_gap_in_stderr": "largest |DMFT's gain - runs' gain| over the grid epochs, in standard errors",
     "epoch_of_largest_gain_gap_in_stderr": "epoch of the largest gap between the gains",
-    "runs_gain_rise": "runs' mean gain over epochs 0.7-1 gain_epoch minus over 0.1-0.4 gain_epoch, seed by seed",
+    "runs_gain_rise": f"runs' mean gain over epochs {LATE[0]:g}-{LATE[1]:g} gain_epoch minus over "
+                      f"{EARLY[0]:g}-{EARLY[1]:g} gain_epoch, seed by seed",
     "runs_gain_rise_stderr": "standard error of runs_gain_rise",
-    "dmft_gain_rise": "DMFT's mean gain over epochs 0.7-1 gain_epoch minus over 0.1-0.4 gain_epoch, replicate "
-                      "by replicate (NaN: fewer than two paired replicates)",
+    "dmft_gain_rise": f"DMFT's mean gain over epochs {LATE[0]:g}-{LATE[1]:g} gain_epoch minus over "
+                      f"{EARLY[0]:g}-{EARLY[1]:g} gain_epoch, replicate by replicate (NaN: fewer than two paired "
+                      "replicates)",
     "dmft_gain_rise_stderr": "standard error of dmft_gain_rise",
 }
 
