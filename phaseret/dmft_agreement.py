@@ -7,9 +7,14 @@ sample: the runs' summed loss over n) and each grid epoch t the DMFT solved: the
 DMFT's stderr over its replicates)`` (each run holds its final value after its stop). Reported:
 the largest ``|g| / s`` and its epoch, the largest ``|g|``, the epochs where the DMFT lies above
 (by 1e-9 or more), and the mean of g over the last half of the compared epochs (on the
-log-spaced grid: late times). For each optimizer and its plain twin (``momentum_gain``): the gain
-overlap(optimizer) - overlap(twin), paired seed by seed in the runs and replicate by replicate in
-the DMFT, at the last compared epoch T, the largest gap between the two gains in standard errors,
+log-spaced grid: late times). Where the DMFT kept its replicates the quantity ``overlap_median``
+compares their median with the runs' median instead of the means, each with its bootstrap standard
+error (:func:`~phaseret.paired.median_and_stderr`): if each solution and each run is one curve
+shifted by a random time, the median sits on that curve however wide the spread, while a mean falls
+below it where the curve bends toward overlap 1, the further the wider (README, alpha 3.5). For
+each optimizer and its plain twin (``momentum_gain``): the gain overlap(optimizer) -
+overlap(twin), paired seed by seed in the runs and replicate by replicate in the DMFT, at the last
+compared epoch T, the largest gap between the two gains in standard errors,
 and the gain's rise: each seed's (replicate's) mean gain over the grid epochs in [0.7 T, T] minus
 its mean over [0.1 T, 0.4 T] (:data:`EARLY`, :data:`LATE`), with the standard error over seeds
 (replicates). The rise asks whether an update rule that starts slower overtakes later, with the
@@ -31,9 +36,12 @@ import numpy as np
 import xarray as xr
 
 from .data import n_samples
-from .paired import dmft_gain, dmft_gain_by_replicate, held_runs, mean_and_stderr, plain_twins, runs_gain, started
+from .paired import (dmft_gain, dmft_gain_by_replicate, held_runs, mean_and_stderr, median_and_stderr, plain_twins,
+                     runs_gain, started)
 
 QUANTITIES = ("overlap", "test_error", "train_loss")
+#: The medians' row: the DMFT replicates' median overlap against the runs' median.
+MEDIAN = "overlap_median"
 #: Below this a gap counts as none (the runs' and DMFT's shared start, where both errors are ~0).
 EXACT = 1e-9
 #: The gain's rise: its mean over the grid epochs in LATE minus over EARLY, as fractions of the
@@ -41,7 +49,8 @@ EXACT = 1e-9
 EARLY, LATE = (0.1, 0.4), (0.7, 1.0)
 #: The CF long names of the tables' variables.
 LONG_NAMES = {
-    "largest_gap_in_stderr": "largest |DMFT - mean of the runs| over the grid epochs, in standard errors of the difference",
+    "largest_gap_in_stderr": "largest |DMFT - mean of the runs| (overlap_median: |median of the DMFT replicates - "
+                             "median of the runs|) over the grid epochs, in standard errors of the difference",
     "epoch_of_largest_gap_in_stderr": "epoch of the largest gap in standard errors",
     "largest_gap": "largest |DMFT - mean of the runs| over the grid epochs",
     "late_mean_gap": "mean of DMFT - mean of the runs over the later half of the compared grid epochs",
@@ -130,19 +139,21 @@ def _at_size(dmft_ds: xr.Dataset, runs_ds: xr.Dataset) -> xr.Dataset:
     alphas = [a for a in dmft_ds.alpha.values if a in runs_ds.alpha.values]
     grid = dmft_ds.epoch.values
     quantities = [q for q in QUANTITIES if f"dmft_{q}_trajectory" in dmft_ds and f"{q}_trajectory" in runs_ds]
+    quantities += [MEDIAN] if "dmft_overlap_by_replicate" in dmft_ds else []
     names = ("largest_gap_in_stderr", "epoch_of_largest_gap_in_stderr", "largest_gap", "late_mean_gap",
              "epochs_above", "epochs_compared", "runs", "replicates", "last_epoch")
     table = {name: np.full((len(quantities), len(labels), len(alphas)), np.nan) for name in names}
     for (q, quantity), (o, label), (a, alpha) in _cells(quantities, labels, alphas):
-        theory = dmft_ds[f"dmft_{quantity}_trajectory"].sel(optimizer=label, alpha=alpha).values
-        spread = dmft_ds.get(f"dmft_{quantity}_trajectory_stderr")
-        theory_error = spread.sel(optimizer=label, alpha=alpha).values if spread is not None else 0 * theory
-        runs = started(held_runs(runs_ds, quantity, {"optimizer": label, "alpha": alpha}))
-        if not len(runs):
+        replicates = _replicates(dmft_ds, label, alpha)
+        runs = started(held_runs(runs_ds, "overlap" if quantity == MEDIAN else quantity,
+                                 {"optimizer": label, "alpha": alpha}))
+        if not len(runs) or (quantity == MEDIAN and not replicates >= 2):
             continue
+        theory, theory_error = _theory(dmft_ds, quantity, label, alpha)
         if quantity == "train_loss":  # the runs' loss is summed over the n samples, the DMFT's per sample
             runs = runs / n_samples(alpha, int(runs_ds.p))
-        mean, error = mean_and_stderr(_on_grid(runs, runs_ds.epoch.values, grid))
+        center = median_and_stderr if quantity == MEDIAN else mean_and_stderr
+        mean, error = center(_on_grid(runs, runs_ds.epoch.values, grid))
         found = _gaps(theory, theory_error, mean, error)
         if found is None:
             continue
@@ -151,12 +162,22 @@ def _at_size(dmft_ds: xr.Dataset, runs_ds: xr.Dataset) -> xr.Dataset:
         values = {"largest_gap_in_stderr": ratio.max(), "epoch_of_largest_gap_in_stderr": epochs[ratio.argmax()],
                   "largest_gap": np.abs(gap).max(), "late_mean_gap": gap[len(gap) // 2:].mean(),
                   "epochs_above": (gap >= EXACT).sum(), "epochs_compared": len(gap), "runs": len(runs),
-                  "replicates": _replicates(dmft_ds, label, alpha), "last_epoch": epochs[-1]}
+                  "replicates": replicates, "last_epoch": epochs[-1]}
         for name, value in values.items():
             table[name][q, o, a] = value
     data = _variables(table, ("quantity", "optimizer", "alpha")) | _gains(dmft_ds, runs_ds, labels, alphas, grid)
     return xr.Dataset(data, coords={"quantity": quantities, "optimizer": labels, "alpha": alphas},
                       attrs={"title": "DMFT against the runs (phaseret compare)", "Conventions": "CF-1.8"})
+
+
+def _theory(dmft_ds: xr.Dataset, quantity: str, label: str, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """The DMFT's curve of ``quantity`` over the grid and its standard error (0 where not recorded);
+    for :data:`MEDIAN` the median of its replicates with the bootstrap error."""
+    if quantity == MEDIAN:
+        return median_and_stderr(started(dmft_ds.dmft_overlap_by_replicate.sel(optimizer=label, alpha=alpha).values))
+    theory = dmft_ds[f"dmft_{quantity}_trajectory"].sel(optimizer=label, alpha=alpha).values
+    spread = dmft_ds.get(f"dmft_{quantity}_trajectory_stderr")
+    return theory, spread.sel(optimizer=label, alpha=alpha).values if spread is not None else 0 * theory
 
 
 def _gaps(theory: np.ndarray, theory_error: np.ndarray, mean: np.ndarray, error: np.ndarray):
@@ -234,7 +255,8 @@ def _rise(rows: np.ndarray, grid: np.ndarray, last: float) -> tuple[float, float
 
 def markdown(result: xr.Dataset) -> str:
     """The two tables of :func:`agreement` in Markdown."""
-    rows = ["DMFT against the runs: gap = DMFT - mean of the runs, in standard errors of the difference", "",
+    rows = ["DMFT against the runs: gap = DMFT - mean of the runs (overlap_median: median of the DMFT replicates - "
+            "median of the runs, bootstrap errors), in standard errors of the difference", "",
             "| optimizer | alpha | p | quantity | largest gap (SE) | at epoch | largest gap | late mean gap | "
             "DMFT above | runs | replicates | last epoch |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for line in _filled(result, ("optimizer", "alpha", "p", "quantity"), "largest_gap_in_stderr"):

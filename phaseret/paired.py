@@ -20,6 +20,18 @@ def mean_and_stderr(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, rows.std(axis=0, ddof=1) / np.sqrt(len(rows)) if len(rows) > 1 else 0 * mean
 
 
+def median_and_stderr(rows: np.ndarray, resamples: int = 4000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The median over ``rows`` (axis 0) and its bootstrap standard error: the spread of the median
+    of ``len(rows)`` rows drawn with replacement, over ``resamples`` draws from a fixed ``seed`` (the
+    same numbers on every call); zero for one row."""
+    median = np.median(rows, axis=0)
+    if len(rows) < 2:
+        return median, 0 * median
+    rng = np.random.default_rng(seed)
+    draws = [np.median(rows[rng.integers(0, len(rows), len(rows))], axis=0) for _ in range(resamples)]
+    return median, np.std(draws, axis=0, ddof=1)
+
+
 def held_runs(ds: xr.Dataset, name: str, at: dict) -> np.ndarray:
     """``NAME_trajectory`` at ``at`` as (run, epoch), each run holding its final value after its stop
     and NaN throughout for runs that never started; the same run order for every ``at``."""
