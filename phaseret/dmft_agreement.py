@@ -52,8 +52,9 @@ LONG_NAMES = {
     "largest_gap_in_stderr": "largest |DMFT - mean of the runs| (overlap_median: |median of the DMFT replicates - "
                              "median of the runs|) over the grid epochs, in standard errors of the difference",
     "epoch_of_largest_gap_in_stderr": "epoch of the largest gap in standard errors",
-    "largest_gap": "largest |DMFT - mean of the runs| over the grid epochs",
-    "late_mean_gap": "mean of DMFT - mean of the runs over the later half of the compared grid epochs",
+    "largest_gap": "largest |DMFT - mean of the runs| (overlap_median: of the medians) over the grid epochs",
+    "late_mean_gap": "mean of DMFT - mean of the runs (overlap_median: of the medians) over the later half of the "
+                     "compared grid epochs",
     "epochs_above": "grid epochs where the DMFT lies above the runs' mean by 1e-9 or more",
     "epochs_compared": "grid epochs where both the DMFT and the runs have a value",
     "runs": "runs averaged", "replicates": "DMFT replicates averaged (NaN: not recorded)",
@@ -144,16 +145,15 @@ def _at_size(dmft_ds: xr.Dataset, runs_ds: xr.Dataset) -> xr.Dataset:
              "epochs_above", "epochs_compared", "runs", "replicates", "last_epoch")
     table = {name: np.full((len(quantities), len(labels), len(alphas)), np.nan) for name in names}
     for (q, quantity), (o, label), (a, alpha) in _cells(quantities, labels, alphas):
+        median = quantity == MEDIAN
         replicates = _replicates(dmft_ds, label, alpha)
-        runs = started(held_runs(runs_ds, "overlap" if quantity == MEDIAN else quantity,
-                                 {"optimizer": label, "alpha": alpha}))
-        if not len(runs) or (quantity == MEDIAN and not replicates >= 2):
+        runs = started(held_runs(runs_ds, "overlap" if median else quantity, {"optimizer": label, "alpha": alpha}))
+        if not len(runs) or (median and not replicates >= 2):
             continue
         theory, theory_error = _theory(dmft_ds, quantity, label, alpha)
         if quantity == "train_loss":  # the runs' loss is summed over the n samples, the DMFT's per sample
             runs = runs / n_samples(alpha, int(runs_ds.p))
-        center = median_and_stderr if quantity == MEDIAN else mean_and_stderr
-        mean, error = center(_on_grid(runs, runs_ds.epoch.values, grid))
+        mean, error = (median_and_stderr if median else mean_and_stderr)(_on_grid(runs, runs_ds.epoch.values, grid))
         found = _gaps(theory, theory_error, mean, error)
         if found is None:
             continue
