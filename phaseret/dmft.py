@@ -142,11 +142,17 @@ TRAJECTORIES = {
                                                                 "over its replicates, each from its own m and q "
                                                                 "(NaN for one)"},
 }
-#: Each replicate's overlap over ``replicate`` (its solver seed) and ``epoch``: two solutions of
-#: the same seeds draw the same inputs, so their replicates pair (a difference between two
-#: optimizers is averaged replicate by replicate, its error bar from the pairs' spread).
-BY_REPLICATE = {"overlap_by_replicate": {"units": "1", "long_name": "overlap |m| / sqrt(q) of each DMFT replicate "
-                                                                    "(solver seed)"}}
+#: Each replicate's overlap, training loss and test error over ``replicate`` (its solver seed) and
+#: ``epoch``: two solutions of the same seeds draw the same inputs, so their replicates pair (a
+#: difference between two optimizers is averaged replicate by replicate, its error bar from the
+#: pairs' spread), and their medians stand beside the means (``phaseret compare``).
+BY_REPLICATE = {
+    "overlap_by_replicate": {"units": "1", "long_name": "overlap |m| / sqrt(q) of each DMFT replicate (solver seed)"},
+    "train_loss_by_replicate": {"units": "1", "long_name": "training loss per sample of each DMFT replicate "
+                                                           "(solver seed)"},
+    "test_error_by_replicate": {"units": "1", "long_name": "population test error of each DMFT replicate (solver "
+                                                           "seed), from its own m and q"},
+}
 #: The solver's revision: raise it with any change that moves the solutions; a study's stored
 #: solutions of another revision are solved again (2: E[f lambda*] along Stein's direction, replicates;
 #: 3: xi's covariance factored by Gram-Schmidt on the paths' f, not by Cholesky of their Gram matrix;
@@ -194,8 +200,9 @@ def solve(model: str = "pr-quadratic", *, alpha: float, lr: float, epochs: int, 
     test error (``train_loss_trajectory_stderr``, ``test_error_trajectory_stderr``, the latter over
     each replicate's own test error): the solution's own error bar
     (randomised quasi-Monte Carlo's usual estimate), at ``replicates`` times the time. Each
-    replicate's overlap is kept as ``overlap_by_replicate`` (replicate, epoch): solutions of the same
-    seeds, paths and sampler share their inputs, so two optimizers' replicates pair.
+    replicate's overlap, training loss and test error are kept as ``overlap_by_replicate``,
+    ``train_loss_by_replicate`` and ``test_error_by_replicate`` (replicate, epoch): solutions of the
+    same seeds, paths and sampler share their inputs, so two optimizers' replicates pair.
     ``smoothing``: None (each path's exact derivative ``J(t, s)``) or the half-width ``h`` of the
     centred finite differences ``(f(t; theta(s) + h) - f(t; theta(s) - h)) / 2h`` that replace a
     path's term of ``R_f(t, s)`` once ``h max |J(u, s)|`` passes :data:`SMOOTHING_TRIGGER` (each
@@ -806,7 +813,7 @@ def _at_epochs(out: dict, per_epoch: int) -> dict:
 def _dataset(settings: dict, solutions: list[dict]) -> xr.Dataset:
     """The replicate ``solutions`` (per-epoch arrays, :func:`_at_epochs`) averaged, as a Dataset over
     ``epoch`` with CF attributes; the standard errors over the replicates of the overlap, the
-    training loss and the test error beside them, and each replicate's overlap over ``replicate``."""
+    training loss and the test error beside them, and each replicate's own over ``replicate``."""
     at = np.arange(len(solutions[0]["m"]))
     mean = {key: np.mean([out[key] for out in solutions], axis=0) for key in REPLICATE_ARRAYS}
     m, q = mean["m"], mean["q"]
@@ -819,7 +826,7 @@ def _dataset(settings: dict, solutions: list[dict]) -> xr.Dataset:
 
     overlaps = [np.abs(out["m"]) / np.sqrt(out["q"]) for out in solutions]
     tests = [_population_error(settings, out["m"], out["q"], settings["seed"])  # each replicate's own
-             for out in solutions] if len(solutions) > 1 else []
+             for out in solutions] if len(solutions) > 1 else [test]
     values = {"overlap_trajectory": np.abs(m) / np.sqrt(q), "overlap_trajectory_stderr": stderr(overlaps),
               "magnetization_trajectory": m, "norm_trajectory": q,
               "multiplier_trajectory": mean["norm"], "train_loss_trajectory": mean["train_loss"],
@@ -827,7 +834,9 @@ def _dataset(settings: dict, solutions: list[dict]) -> xr.Dataset:
               "train_error_trajectory": mean["train_error"], "test_error_trajectory": test,
               "test_error_trajectory_stderr": stderr(tests)}
     data = {name: ("epoch", values[name], attrs) for name, attrs in TRAJECTORIES.items()}
-    data["overlap_by_replicate"] = (("replicate", "epoch"), np.array(overlaps), BY_REPLICATE["overlap_by_replicate"])
+    each = {"overlap_by_replicate": overlaps, "train_loss_by_replicate": [out["train_loss"] for out in solutions],
+            "test_error_by_replicate": tests}
+    data |= {name: (("replicate", "epoch"), np.array(each[name]), attrs) for name, attrs in BY_REPLICATE.items()}
     public = {k: v for k, v in settings.items() if k != "codes"}
     diverged = [out["diverged_epoch"] for out in solutions if out["diverged_epoch"] >= 0]
     attrs = {"title": f"DMFT of {settings['model']} at alpha = {settings['alpha']:g} (p -> infinity)",

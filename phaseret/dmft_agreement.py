@@ -7,11 +7,13 @@ sample: the runs' summed loss over n) and each grid epoch t the DMFT solved: the
 DMFT's stderr over its replicates)`` (each run holds its final value after its stop). Reported:
 the largest ``|g| / s`` and its epoch, the largest ``|g|``, the epochs where the DMFT lies above
 (by 1e-9 or more), and the mean of g over the last half of the compared epochs (on the
-log-spaced grid: late times). Where the DMFT kept its replicates the quantity ``overlap_median``
-compares their median with the runs' median instead of the means, each with its bootstrap standard
-error (:func:`~phaseret.paired.median_and_stderr`): if each solution and each run is one curve
-shifted by a random time, the median sits on that curve however wide the spread, while a mean falls
-below it where the curve bends toward overlap 1, the further the wider (README, alpha 3.5). For
+log-spaced grid: late times). Where the DMFT kept its replicates the quantities ``overlap_median``,
+``test_error_median`` and ``train_loss_median`` compare their median with the runs' median instead
+of the means, each with its bootstrap standard error (:func:`~phaseret.paired.median_and_stderr`;
+a ``dmft.nc`` that kept each replicate's overlap only has the first): if each solution and each
+run is one curve shifted by a random time, the median sits on that curve however wide the
+spread, while a mean falls below it where the curve bends toward overlap 1, the further the
+wider (README, alpha 3.5). For
 each optimizer and its plain twin (``momentum_gain``): the gain overlap(optimizer) -
 overlap(twin), paired seed by seed in the runs and replicate by replicate in the DMFT, at the last
 compared epoch T, the largest gap between the two gains in standard errors,
@@ -40,8 +42,8 @@ from .paired import (dmft_gain, dmft_gain_by_replicate, held_runs, mean_and_stde
                      runs_gain, started)
 
 QUANTITIES = ("overlap", "test_error", "train_loss")
-#: The medians' row: the DMFT replicates' median overlap against the runs' median.
-MEDIAN = "overlap_median"
+#: The medians' rows and their quantities: the DMFT replicates' median against the runs' median.
+MEDIANS = {f"{quantity}_median": quantity for quantity in QUANTITIES}
 #: Below this a gap counts as none (the runs' and DMFT's shared start, where both errors are ~0).
 EXACT = 1e-9
 #: The gain's rise: its mean over the grid epochs in LATE minus over EARLY, as fractions of the
@@ -49,12 +51,13 @@ EXACT = 1e-9
 EARLY, LATE = (0.1, 0.4), (0.7, 1.0)
 #: The CF long names of the tables' variables.
 LONG_NAMES = {
-    "largest_gap_in_stderr": "largest |DMFT - mean of the runs| (overlap_median: |median of the DMFT replicates - "
-                             "median of the runs|) over the grid epochs, in standard errors of the difference",
+    "largest_gap_in_stderr": "largest |DMFT - mean of the runs| (the _median quantities: |median of the DMFT "
+                             "replicates - median of the runs|) over the grid epochs, in standard errors of the "
+                             "difference",
     "epoch_of_largest_gap_in_stderr": "epoch of the largest gap in standard errors",
-    "largest_gap": "largest |DMFT - mean of the runs| (overlap_median: of the medians) over the grid epochs",
-    "late_mean_gap": "mean of DMFT - mean of the runs (overlap_median: of the medians) over the later half of the "
-                     "compared grid epochs",
+    "largest_gap": "largest |DMFT - mean of the runs| (the _median quantities: of the medians) over the grid epochs",
+    "late_mean_gap": "mean of DMFT - mean of the runs (the _median quantities: of the medians) over the later half "
+                     "of the compared grid epochs",
     "epochs_above": "grid epochs where the DMFT lies above the runs' mean by 1e-9 or more",
     "epochs_compared": "grid epochs where both the DMFT and the runs have a value",
     "runs": "runs averaged", "replicates": "DMFT replicates averaged (NaN: not recorded)",
@@ -140,18 +143,19 @@ def _at_size(dmft_ds: xr.Dataset, runs_ds: xr.Dataset) -> xr.Dataset:
     alphas = [a for a in dmft_ds.alpha.values if a in runs_ds.alpha.values]
     grid = dmft_ds.epoch.values
     quantities = [q for q in QUANTITIES if f"dmft_{q}_trajectory" in dmft_ds and f"{q}_trajectory" in runs_ds]
-    quantities += [MEDIAN] if "dmft_overlap_by_replicate" in dmft_ds else []
+    quantities += [median for median, q in MEDIANS.items() if f"dmft_{q}_by_replicate" in dmft_ds
+                   and f"{q}_trajectory" in runs_ds]
     names = ("largest_gap_in_stderr", "epoch_of_largest_gap_in_stderr", "largest_gap", "late_mean_gap",
              "epochs_above", "epochs_compared", "runs", "replicates", "last_epoch")
     table = {name: np.full((len(quantities), len(labels), len(alphas)), np.nan) for name in names}
     for (q, quantity), (o, label), (a, alpha) in _cells(quantities, labels, alphas):
-        median = quantity == MEDIAN
+        median, measured = quantity in MEDIANS, MEDIANS.get(quantity, quantity)
         replicates = _replicates(dmft_ds, label, alpha)
-        runs = started(held_runs(runs_ds, "overlap" if median else quantity, {"optimizer": label, "alpha": alpha}))
+        runs = started(held_runs(runs_ds, measured, {"optimizer": label, "alpha": alpha}))
         if not len(runs) or (median and not replicates >= 2):
             continue
         theory, theory_error = _theory(dmft_ds, quantity, label, alpha)
-        if quantity == "train_loss":  # the runs' loss is summed over the n samples, the DMFT's per sample
+        if measured == "train_loss":  # the runs' loss is summed over the n samples, the DMFT's per sample
             runs = runs / n_samples(alpha, int(runs_ds.p))
         mean, error = (median_and_stderr if median else mean_and_stderr)(_on_grid(runs, runs_ds.epoch.values, grid))
         found = _gaps(theory, theory_error, mean, error)
@@ -172,9 +176,10 @@ def _at_size(dmft_ds: xr.Dataset, runs_ds: xr.Dataset) -> xr.Dataset:
 
 def _theory(dmft_ds: xr.Dataset, quantity: str, label: str, alpha: float) -> tuple[np.ndarray, np.ndarray]:
     """The DMFT's curve of ``quantity`` over the grid and its standard error (0 where not recorded);
-    for :data:`MEDIAN` the median of its replicates with the bootstrap error."""
-    if quantity == MEDIAN:
-        return median_and_stderr(started(dmft_ds.dmft_overlap_by_replicate.sel(optimizer=label, alpha=alpha).values))
+    for one of :data:`MEDIANS` the median of its replicates with the bootstrap error."""
+    if quantity in MEDIANS:
+        each = dmft_ds[f"dmft_{MEDIANS[quantity]}_by_replicate"].sel(optimizer=label, alpha=alpha).values
+        return median_and_stderr(started(each))
     theory = dmft_ds[f"dmft_{quantity}_trajectory"].sel(optimizer=label, alpha=alpha).values
     spread = dmft_ds.get(f"dmft_{quantity}_trajectory_stderr")
     return theory, spread.sel(optimizer=label, alpha=alpha).values if spread is not None else 0 * theory
@@ -255,8 +260,8 @@ def _rise(rows: np.ndarray, grid: np.ndarray, last: float) -> tuple[float, float
 
 def markdown(result: xr.Dataset) -> str:
     """The two tables of :func:`agreement` in Markdown."""
-    rows = ["DMFT against the runs: gap = DMFT - mean of the runs (overlap_median: median of the DMFT replicates - "
-            "median of the runs, bootstrap errors), in standard errors of the difference", "",
+    rows = ["DMFT against the runs: gap = DMFT - mean of the runs (the _median quantities: median of the DMFT "
+            "replicates - median of the runs, bootstrap errors), in standard errors of the difference", "",
             "| optimizer | alpha | p | quantity | largest gap (SE) | at epoch | largest gap | late mean gap | "
             "DMFT above | runs | replicates | last epoch |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for line in _filled(result, ("optimizer", "alpha", "p", "quantity"), "largest_gap_in_stderr"):

@@ -161,7 +161,9 @@ def curves(study, stored: xr.Dataset | None = None, between=None, save=None, rep
     """The DMFT of every (optimizer, alpha) of ``[dmft]`` over ``optimizer, alpha, epoch`` on the
     study's grid (NaN past an optimizer's budget). ``stored``: a previous ``dmft.nc``; its
     solutions of the same settings and solver revision (``dmft.REVISION``) are reused, not solved
-    again (a variable added since they were stored, such as a standard error, stays NaN for them).
+    again (a variable added since they were stored, such as a standard error, stays NaN for them,
+    unless ``replicates`` still holds all of a solution's replicates: then it is put together again
+    from them, nothing solved).
     ``between()`` is called before each solution (a run's stop check); ``save(ds)`` after each, with
     the solutions so far (those not yet solved NaN and not listed as done).
     ``replicates``: a store of single replicates (:class:`phaseret.results.DmftReplicates`): those
@@ -175,19 +177,21 @@ def curves(study, stored: xr.Dataset | None = None, between=None, save=None, rep
     alphas = sorted({alpha for _, alpha, _ in wanted})
     values = {name: np.full((len(labels), len(alphas), len(grid)), np.nan) for name in dmft.TRAJECTORIES}
     most = max(settings["replicates"] for _, _, settings in wanted)
-    by_replicate = np.full((len(labels), len(alphas), most, len(grid)), np.nan)  # NaN past a solution's own
+    by_replicate = {name: np.full((len(labels), len(alphas), most, len(grid)), np.nan)  # NaN past a solution's own
+                    for name in dmft.BY_REPLICATE}
     finished = []
     for label, alpha, settings in wanted:
         index = (labels.index(label), alphas.index(alpha))
         entry = [label, alpha, settings]
-        if entry in done:
+        if entry in done and not _assembled_anew(stored, label, alpha, settings, replicates):
             old = stored.sel(optimizer=label, alpha=alpha)
             for name in values:
                 if name in old:  # a variable added since that solution was stored stays NaN
                     values[name][index] = old[name].values
-            if "overlap_by_replicate" in old:
-                kept = old.overlap_by_replicate.values[:settings["replicates"]]
-                by_replicate[index][:len(kept)] = kept
+            for name in by_replicate:
+                if name in old:
+                    kept = old[name].values[:settings["replicates"]]
+                    by_replicate[name][index][:len(kept)] = kept
             finished.append(entry)
     for label, alpha, settings in wanted:
         entry = [label, alpha, settings]
@@ -208,23 +212,34 @@ def curves(study, stored: xr.Dataset | None = None, between=None, save=None, rep
         on_grid = np.isin(grid, ds.epoch.values)
         for name in values:
             values[name][index][on_grid] = ds[name].sel(epoch=grid[on_grid]).values
-        by_replicate[index][:ds.sizes["replicate"], on_grid] = ds.overlap_by_replicate.sel(epoch=grid[on_grid]).values
+        for name in by_replicate:
+            by_replicate[name][index][:ds.sizes["replicate"], on_grid] = ds[name].sel(epoch=grid[on_grid]).values
         finished.append(entry)
         if save is not None and len(finished) < len(wanted):
             save(_dataset(study, labels, alphas, values, by_replicate, finished))
     return _dataset(study, labels, alphas, values, by_replicate, finished)
 
 
-def _dataset(study, labels: list, alphas: list, values: dict, by_replicate: np.ndarray, finished: list) -> xr.Dataset:
-    """The curves ``values`` (name -> optimizer x alpha x epoch) and each replicate's overlap
-    ``by_replicate`` (optimizer x alpha x replicate x epoch) as the ``dmft.nc`` Dataset, with the
-    ``finished`` solutions' settings in its ``solutions`` attribute."""
+def _assembled_anew(stored: xr.Dataset, label: str, alpha: float, settings: dict, replicates) -> bool:
+    """Whether a stored solution lacks a by-replicate variable added since (``dmft.BY_REPLICATE``)
+    while the store of single ``replicates`` still holds all of its replicates: it is then put
+    together again from them (nothing solved) instead of reused with that variable NaN."""
+    if all(name in stored for name in dmft.BY_REPLICATE) or replicates is None:
+        return False
+    return len(replicates.load(label, alpha, settings)) == settings["replicates"]
+
+
+def _dataset(study, labels: list, alphas: list, values: dict, by_replicate: dict, finished: list) -> xr.Dataset:
+    """The curves ``values`` (name -> optimizer x alpha x epoch) and each replicate's own
+    ``by_replicate`` (name -> optimizer x alpha x replicate x epoch) as the ``dmft.nc`` Dataset,
+    with the ``finished`` solutions' settings in its ``solutions`` attribute."""
     data = {name: (("optimizer", "alpha", "epoch"), array, dmft.TRAJECTORIES[name]) for name, array in values.items()}
-    data["overlap_by_replicate"] = (("optimizer", "alpha", "replicate", "epoch"), by_replicate,
-                                    dmft.BY_REPLICATE["overlap_by_replicate"])
+    data |= {name: (("optimizer", "alpha", "replicate", "epoch"), array, dmft.BY_REPLICATE[name])
+             for name, array in by_replicate.items()}
+    most = next(iter(by_replicate.values())).shape[2]
     coords = {"optimizer": ("optimizer", labels, {"long_name": "optimizer"}),
               "alpha": ("alpha", alphas, {"long_name": "sample ratio alpha = n/p", "units": "1"}),
-              "replicate": ("replicate", np.arange(by_replicate.shape[2]), {"long_name": "solver seed of a replicate"}),
+              "replicate": ("replicate", np.arange(most), {"long_name": "solver seed of a replicate"}),
               "epoch": ("epoch", study.grid, {"long_name": "epoch", "units": "1"})}
     attrs = {"title": f"DMFT (p -> infinity) of study {study.name}", "Conventions": "CF-1.8",
              "solutions": json.dumps(finished), "revision": dmft.REVISION,

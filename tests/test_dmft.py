@@ -304,8 +304,8 @@ def test_on_plain_p_sgd_s_plateau_the_finite_differences_along_stein_s_direction
 def test_replicates_average_independent_solutions_and_give_their_standard_error():
     """``replicates = 3``: the mean of the solutions of seeds 0, 1, 2 (m averaged, the overlap from
     the means) and the standard errors over them of the overlap, the training loss and the test
-    error (each solution's own, from its m and q), each one's overlap beside them; one solution
-    has no error bar."""
+    error (each solution's own, from its m and q), each one's overlap, loss and test error beside
+    them; one solution has no error bar."""
     keys = dict(alpha=4.0, lr=0.02, epochs=6, overlap0=0.2, paths=1024, algorithm="p-sgd")
     ds = dmft.solve("pr-quadratic", replicates=3, **keys)
     alone = [dmft.solve("pr-quadratic", seed=seed, **keys) for seed in range(3)]
@@ -322,6 +322,10 @@ def test_replicates_average_independent_solutions_and_give_their_standard_error(
     assert np.isnan(alone[0].overlap_trajectory_stderr.values).all()
     np.testing.assert_array_equal(ds.replicate, [0, 1, 2])  # each replicate's overlap, by solver seed
     np.testing.assert_allclose(ds.overlap_by_replicate.transpose("replicate", "epoch"), overlaps, rtol=1e-12)
+    for name in ("train_loss", "test_error"):  # and each one's loss and test error
+        each = np.array([one[f"{name}_trajectory"].values for one in alone])
+        np.testing.assert_allclose(ds[f"{name}_by_replicate"].transpose("replicate", "epoch"), each, rtol=1e-12)
+        np.testing.assert_allclose(alone[0][f"{name}_by_replicate"].sel(replicate=0), each[0], rtol=1e-12)
     with pytest.raises(ValueError, match="^replicates: "):
         dmft.solve("pr-quadratic", replicates=0, **keys)
 

@@ -189,6 +189,33 @@ def test_the_medians_row_compares_the_replicates_median_with_the_runs_median(ds)
     assert int(line.replicates) == 3 and int(line.runs) == 3
 
 
+@pytest.mark.parametrize("quantity", ["test_error", "train_loss"])
+def test_the_loss_s_and_test_error_s_median_rows_compare_the_replicates_own_values(ds, quantity):
+    """``test_error_median`` and ``train_loss_median``: the median of each replicate's own value
+    (not of the overlap) against the runs' median, the runs' loss per sample (summed over n =
+    alpha p); a replicate pulled far up does not reach the median."""
+    ds[f"dmft_{quantity}_by_replicate"].loc[dict(optimizer="gd", alpha=5.0, dmft_replicate=0, epoch=[4, 5])] = 50.0
+    each = ds[f"dmft_{quantity}_by_replicate"].sel(optimizer="gd", alpha=5.0).values[:, :6]
+    runs = ds[f"{quantity}_trajectory"].sel(optimizer="gd", alpha=5.0).transpose("seed", "epoch").values[:, :6]
+    runs = runs / (5.0 * 256) if quantity == "train_loss" else runs
+    (theory, theory_error), (middle, error) = (paired.median_and_stderr(rows) for rows in (each, runs))
+    gap = theory - middle
+    line = dmft_agreement.agreement(ds).sel(optimizer="gd", alpha=5.0, p=256, quantity=f"{quantity}_median")
+    assert float(line.largest_gap) == pytest.approx(np.abs(gap).max())
+    assert float(line.largest_gap) < 1.0
+    ratio = np.where(np.abs(gap) < 1e-9, 0, np.abs(gap) / np.hypot(theory_error, error))
+    assert float(line.largest_gap_in_stderr) == pytest.approx(ratio.max())
+    assert float(line.late_mean_gap) == pytest.approx(gap[3:6].mean())
+
+
+def test_a_dmft_that_kept_the_replicates_overlap_only_has_the_overlap_s_median_row(ds):
+    """A ``dmft.nc`` written before each replicate's loss and test error were kept: the overlap's
+    median row, no other."""
+    old = ds.drop_vars(["dmft_train_loss_by_replicate", "dmft_test_error_by_replicate"])
+    assert [q for q in dmft_agreement.agreement(old).quantity.values if q.endswith("_median")] == ["overlap_median"]
+    assert {"test_error_median", "train_loss_median"} <= set(dmft_agreement.agreement(ds).quantity.values)
+
+
 def test_the_median_s_bootstrap_error_is_the_spread_of_resampled_medians():
     """For normal rows the median's standard error is sqrt(pi / 2) sigma / sqrt(n); the bootstrap
     finds it at n = 400 within 10% on average over 40 columns (one column's bootstrap error scatters

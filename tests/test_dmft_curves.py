@@ -120,20 +120,39 @@ def test_an_optimizer_s_own_dmft_table_sets_its_solutions_and_leaves_the_others_
 
 def test_a_stored_solution_without_a_variable_added_since_is_reused_with_it_missing(tmp_path, monkeypatch):
     """A ``dmft.nc`` written before the loss's and test error's standard errors and the replicates'
-    overlaps existed: its solutions are reused, not solved again, with those NaN and the rest as stored."""
+    own values existed, its single replicates gone: its solutions are reused, not solved again, with
+    those NaN and the rest as stored."""
     study = build_study(STUDY | {"alpha": 5.0, "dmft": {"paths": 1024, "epochs": 4, "replicates": 2,
                                                           "optimizers": ["gd"]}})
     run_study(study, tmp_path, progress=False)
-    added = ["train_loss_trajectory_stderr", "test_error_trajectory_stderr", "overlap_by_replicate"]
+    added = ["train_loss_trajectory_stderr", "test_error_trajectory_stderr", *dmft.BY_REPLICATE]
     written = xr.load_dataset(tmp_path / "dmft.nc")
     assert (written[added].sel(epoch=[2, 3, 4]) > 0).all().to_array().all()
     written.drop_vars(added + ["replicate"]).to_netcdf(tmp_path / "dmft.nc")
+    for single in (tmp_path / "cells").glob("dmft__*.nc"):
+        single.unlink()
     monkeypatch.setattr(dmft, "solve", lambda **keys: pytest.fail("a stored solution was solved again"))
     ds = xr.load_dataset(run_study(study, tmp_path, progress=False)).sel(optimizer="gd", alpha=5.0)
     assert all(ds[f"dmft_{name}"].isnull().all() for name in added)
     xr.testing.assert_equal(ds.dmft_overlap_trajectory_stderr.drop_vars(ds.dmft_overlap_trajectory_stderr.coords),
                             written.overlap_trajectory_stderr.sel(optimizer="gd", alpha=5.0)
                             .drop_vars(written.overlap_trajectory_stderr.coords).rename(None))
+
+
+def test_a_stored_solution_without_the_replicates_own_values_is_put_together_from_its_kept_replicates(
+        tmp_path, monkeypatch):
+    """A ``dmft.nc`` that kept each replicate's overlap but not its training loss or test error,
+    its replicates still beside the cells: the solution is put together again from them, nothing
+    solved, with every by-replicate variable as a fresh solution has it."""
+    study = build_study(STUDY | {"alpha": 5.0, "dmft": {"paths": 1024, "epochs": 4, "replicates": 2,
+                                                          "optimizers": ["gd"]}})
+    run_study(study, tmp_path, progress=False)
+    written = xr.load_dataset(tmp_path / "dmft.nc")
+    written.drop_vars(["train_loss_by_replicate", "test_error_by_replicate"]).to_netcdf(tmp_path / "dmft.nc")
+    monkeypatch.setattr(dmft, "_forward", lambda *args: pytest.fail("a stored replicate was solved again"))
+    run_study(study, tmp_path, progress=False)
+    xr.testing.assert_identical(xr.load_dataset(tmp_path / "dmft.nc"), written)
+    assert (written.test_error_by_replicate.sel(epoch=[2, 3, 4]) > 0).all()
 
 
 def test_the_momentum_gain_pairs_runs_by_seed_and_dmft_solutions_by_replicate(tmp_path):
