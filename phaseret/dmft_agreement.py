@@ -150,7 +150,7 @@ def _at_size(dmft_ds: xr.Dataset, runs_ds: xr.Dataset) -> xr.Dataset:
     table = {name: np.full((len(quantities), len(labels), len(alphas)), np.nan) for name in names}
     for (q, quantity), (o, label), (a, alpha) in _cells(quantities, labels, alphas):
         median, measured = quantity in MEDIANS, MEDIANS.get(quantity, quantity)
-        replicates = _replicates(dmft_ds, label, alpha)
+        replicates = _replicates(dmft_ds, label, alpha, measured if median else "overlap")
         runs = started(held_runs(runs_ds, measured, {"optimizer": label, "alpha": alpha}))
         if not len(runs) or (median and not replicates >= 2):
             continue
@@ -207,12 +207,13 @@ def _cells(*axes):
     return itertools.product(*(list(enumerate(axis)) for axis in axes))
 
 
-def _replicates(ds: xr.Dataset, label: str, alpha: float) -> float:
-    """How many replicates the DMFT of ``label`` at ``alpha`` kept (NaN where the dataset predates
-    their record, ``dmft_overlap_by_replicate``)."""
-    if "dmft_overlap_by_replicate" not in ds:
+def _replicates(ds: xr.Dataset, label: str, alpha: float, quantity: str = "overlap") -> float:
+    """How many replicates' ``quantity`` the DMFT of ``label`` at ``alpha`` kept (NaN where the
+    dataset predates their record, ``dmft_QUANTITY_by_replicate``; 0 for a solution stored before
+    it and reused beside newer ones)."""
+    if f"dmft_{quantity}_by_replicate" not in ds:
         return np.nan
-    return int((~np.isnan(ds.dmft_overlap_by_replicate.sel(optimizer=label, alpha=alpha).values[:, 0])).sum())
+    return int((~np.isnan(ds[f"dmft_{quantity}_by_replicate"].sel(optimizer=label, alpha=alpha).values[:, 0])).sum())
 
 
 def _gains(dmft_ds, runs_ds, labels, alphas, grid) -> dict:

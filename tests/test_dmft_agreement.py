@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -214,6 +215,21 @@ def test_a_dmft_that_kept_the_replicates_overlap_only_has_the_overlap_s_median_r
     old = ds.drop_vars(["dmft_train_loss_by_replicate", "dmft_test_error_by_replicate"])
     assert [q for q in dmft_agreement.agreement(old).quantity.values if q.endswith("_median")] == ["overlap_median"]
     assert {"test_error_median", "train_loss_median"} <= set(dmft_agreement.agreement(ds).quantity.values)
+
+
+def test_a_solution_reused_without_the_replicates_loss_has_no_loss_median_row(ds):
+    """GD's solution stored before each replicate's loss was kept (NaN beside GD + heavy-ball's
+    fresh one): its ``train_loss_median`` row is left empty, without a warning, and its other rows
+    and GD + heavy-ball's stay."""
+    ds.dmft_train_loss_by_replicate.loc[dict(optimizer="gd")] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = dmft_agreement.agreement(ds).sel(alpha=5.0, p=256)
+    assert np.isnan(float(table.largest_gap_in_stderr.sel(optimizer="gd", quantity="train_loss_median")))
+    assert np.isfinite(table.largest_gap_in_stderr.sel(optimizer="gd", quantity=["overlap_median",
+                                                                                  "test_error_median"])).all()
+    assert np.isfinite(float(table.largest_gap_in_stderr.sel(optimizer="gd+heavy-ball",
+                                                             quantity="train_loss_median")))
 
 
 def test_the_median_s_bootstrap_error_is_the_spread_of_resampled_medians():
