@@ -153,21 +153,22 @@ def test_p_sgd_on_least_squares_agrees_with_runs_and_resolves_the_persistence_ti
 
 
 def _engine_runs(algorithm, update, alpha, p, seeds, epochs, lr=0.02, overlap0=0.2):
-    """Trajectories (seeds, epochs + 1) of phaseret's replica engine from starts at overlap ``overlap0``:
-    the overlap, the training loss per sample and the test error (pr-quadratic's population error)."""
+    """Trajectories (seeds, epochs + 1) of phaseret's replica engine from starts at overlap ``overlap0``,
+    by quantity: ``overlap``, ``train_loss`` (per sample) and ``test_error`` (pr-quadratic's population error)."""
     configs = [validate(alpha=alpha, p=p, seed=seed, algorithm=algorithm, update=update, lr=lr, max_epochs=epochs,
                         init="overlap", init_overlap=overlap0, stop={"test_error": 0.0, "grad_ema": 0.0})
                for seed in range(seeds)]
     batches = [configs[first : first + 4] for first in range(0, seeds, 4)]  # 4 seeds' data at a time
     results = [r for batch in batches for r in run_replicas(batch, np.arange(epochs + 1))]
-    return (np.array([r.trajectory.overlap.values for r in results]),
-            np.array([r.trajectory.train_loss.values for r in results]) / n_samples(alpha, p),
-            np.array([r.trajectory.test_error.values for r in results]))
+    runs = {name: np.array([r.trajectory[name].values for r in results])
+            for name in ("overlap", "train_loss", "test_error")}
+    runs["train_loss"] /= n_samples(alpha, p)
+    return runs
 
 
 def _engine_overlaps(algorithm, update, alpha, p, seeds, epochs, lr=0.02, overlap0=0.2):
     """Overlap trajectories (seeds, epochs + 1) of phaseret's replica engine."""
-    return _engine_runs(algorithm, update, alpha, p, seeds, epochs, lr, overlap0)[0]
+    return _engine_runs(algorithm, update, alpha, p, seeds, epochs, lr, overlap0)["overlap"]
 
 
 def _gaps(ds, runs, quantity="overlap"):
@@ -218,9 +219,9 @@ def test_the_dmft_agrees_with_32_runs_at_p_4096_and_the_gap_shrinks_from_p_1024(
                     algorithm=algorithm, update=update, replicates=4)
     assert ds.attrs["diverged_epoch"] == -1
     large_p, small_p = (_engine_runs(algorithm, update, alpha, p, 32, epochs, lr) for p in (4096, 1024))
-    for quantity, column in (("overlap", 0), ("test_error", 2)):
-        in_errors, large, error = _gaps(ds, large_p[column], quantity)
-        _, small, _ = _gaps(ds, small_p[column], quantity)
+    for quantity in ("overlap", "test_error"):
+        in_errors, large, error = _gaps(ds, large_p[quantity], quantity)
+        _, small, _ = _gaps(ds, small_p[quantity], quantity)
         print(f"{algorithm}+{update} alpha {alpha} {quantity}: gap {large:.4f} ({in_errors:.2f} SE) at p 4096, "
               f"{small:.4f} at p 1024")
         assert in_errors < 3, quantity
@@ -254,10 +255,11 @@ def test_smoothing_brings_gd_heavy_ball_s_plateau_onto_the_runs():
     at every epoch to 140. Without smoothing the same four solutions read the loss 0.162, 0.339,
     0.177, 0.260 at epoch 140 (runs 0.156 +- 0.004), one of them off the plateau (2026-12-03)."""
     epochs = 140
-    runs_overlap, runs_loss, _ = _engine_runs("gd", "heavy-ball", 2.5, 4096, 16, epochs, lr=0.01)
+    engine = _engine_runs("gd", "heavy-ball", 2.5, 4096, 16, epochs, lr=0.01)
     solutions = [dmft.solve("pr-quadratic", alpha=2.5, lr=0.01, epochs=epochs, overlap0=0.2, paths=16_384,
                             update="heavy-ball", seed=seed, smoothing=0.05) for seed in range(4)]
-    for runs, name in ((runs_overlap, "overlap_trajectory"), (runs_loss, "train_loss_trajectory")):
+    for quantity in ("overlap", "train_loss"):
+        runs, name = engine[quantity], f"{quantity}_trajectory"
         theory = np.array([ds[name].values for ds in solutions])
         error = np.hypot(runs.std(0, ddof=1) / np.sqrt(len(runs)), theory.std(0, ddof=1) / np.sqrt(len(theory)))
         gaps = np.abs(theory.mean(0) - runs.mean(0))[1:] / error[1:]
